@@ -1,0 +1,71 @@
+"""Run bookkeeping: a run id, one log line per step with row counts and durations, and ``ops.run_metrics``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterator
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from cdp_spark import tables
+
+log = logging.getLogger("cdp_spark")
+
+RUN_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("step", T.StringType(), False),
+        T.StructField("metric", T.StringType(), False),
+        T.StructField("value", T.DoubleType(), True),
+        T.StructField("recorded_at", T.TimestampType(), False),
+    ]
+)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class StageRun:
+    """Collects metrics of one stage run; ``step`` logs a line per step; ``save`` appends them to ops.run_metrics."""
+
+    stage: str
+    run_id: str = field(default_factory=new_run_id)
+    metrics: list[tuple[str, str, float | None]] = field(default_factory=list)
+
+    def record(self, step: str, metric: str, value: float | int | None) -> None:
+        self.metrics.append((step, metric, None if value is None else float(value)))
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict[str, float | int]]:
+        """Time a step; whatever the body puts in the yielded dict is logged and recorded as metrics."""
+        counts: dict[str, float | int] = {}
+        started = time.perf_counter()
+        log.info("[%s] %s ...", self.stage, name)
+        yield counts
+        seconds = time.perf_counter() - started
+        for metric, value in counts.items():
+            self.record(name, metric, value)
+        self.record(name, "seconds", round(seconds, 3))
+        detail = " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in counts.items())
+        log.info("[%s] %s done in %.1fs %s", self.stage, name, seconds, detail)
+
+    def save(self, spark: SparkSession, lakehouse_root: str) -> None:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        rows = [(self.run_id, self.stage, step, metric, value, now) for step, metric, value in self.metrics]
+        if rows:
+            tables.append(spark.createDataFrame(rows, RUN_METRICS_SCHEMA), lakehouse_root, tables.RUN_METRICS)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("py4j", "urllib3", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

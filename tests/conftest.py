@@ -1,0 +1,36 @@
+"""One SparkSession for the whole test run: local[2], tiny shuffles, no UI; a temp lakehouse per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdp_spark.config import LakehouseConfig, SparkConfig
+from cdp_spark.session import build_session
+
+TEST_SPARK = SparkConfig(
+    master="local[2]",
+    app_name="cdp-spark-tests",
+    driver_memory="2g",
+    shuffle_partitions=2,
+    conf={
+        "spark.ui.enabled": "false",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        "spark.databricks.delta.retentionDurationCheck.enabled": "false",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+    },
+)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    checkpoints = tmp_path_factory.mktemp("checkpoints")
+    session = build_session(TEST_SPARK, LakehouseConfig(root=str(tmp_path_factory.mktemp("lakehouse")), checkpoint_dir=str(checkpoints)))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lakehouse(tmp_path) -> LakehouseConfig:
+    """A fresh lakehouse folder for one test, so tests never share tables by accident."""
+    return LakehouseConfig(root=str(tmp_path / "lakehouse"))
