@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
@@ -30,7 +30,7 @@ RUN_METRICS_SCHEMA = T.StructType(
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -59,7 +59,7 @@ class StageRun:
         log.info("[%s] %s done in %.1fs %s", self.stage, name, seconds, detail)
 
     def save(self, spark: SparkSession, lakehouse_root: str) -> None:
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(UTC).replace(tzinfo=None)
         rows = [(self.run_id, self.stage, step, metric, value, now) for step, metric, value in self.metrics]
         if rows:
             tables.append(spark.createDataFrame(rows, RUN_METRICS_SCHEMA), lakehouse_root, tables.RUN_METRICS)

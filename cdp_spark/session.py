@@ -90,7 +90,9 @@ def build_session(spark_cfg: SparkConfig, lakehouse: LakehouseConfig) -> SparkSe
         for key, value in {**embedded_conf(spark_cfg), **spark_cfg.conf}.items():
             builder = builder.config(key, value)
     else:
-        log.info("running under an existing Spark conf (master %s): keeping its settings", submitted.get("spark.master"))
+        log.info(
+            "running under an existing Spark conf (master %s): keeping its settings", submitted.get("spark.master")
+        )
         if not submitted.contains("spark.sql.extensions"):
             builder = builder.config("spark.sql.extensions", _DELTA_EXTENSION)
         if not submitted.contains("spark.sql.catalog.spark_catalog"):
@@ -122,7 +124,10 @@ def _jars_help(exc: Exception) -> str:
 def _check_jars(spark: SparkSession) -> None:
     jvm = spark.sparkContext._jvm
     missing = []
-    for coord, cls in ((DELTA_PACKAGE, "io.delta.tables.DeltaTable"), (GRAPHFRAMES_PACKAGE, "org.graphframes.GraphFrame")):
+    for coord, cls in (
+        (DELTA_PACKAGE, "io.delta.tables.DeltaTable"),
+        (GRAPHFRAMES_PACKAGE, "org.graphframes.GraphFrame"),
+    ):
         try:
             jvm.java.lang.Class.forName(cls, False, jvm.java.lang.Thread.currentThread().getContextClassLoader())
         except Exception:

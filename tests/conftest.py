@@ -25,7 +25,9 @@ TEST_SPARK = SparkConfig(
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    session = build_session(TEST_SPARK, LakehouseConfig(root=str(tmp_path_factory.mktemp("lakehouse")), checkpoint_dir=str(checkpoints)))
+    session = build_session(
+        TEST_SPARK, LakehouseConfig(root=str(tmp_path_factory.mktemp("lakehouse")), checkpoint_dir=str(checkpoints))
+    )
     yield session
     session.stop()
 

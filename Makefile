@@ -1,0 +1,38 @@
+# Two commands for a newcomer:  `make demo` (set up + run the whole pipeline on generated sample data)
+# and `make test` (set up + lint + run the test suite). Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint format benchmark clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	# CDNOW, the reference data set of the CLV tests, ships inside this (unmaintained) package: data only, no deps.
+	$(BIN)/pip install --quiet --no-deps lifetimes==0.11.3
+	touch $@
+
+demo: setup
+	$(BIN)/cdp-spark generate
+	$(BIN)/cdp-spark run
+
+lint: setup
+	$(BIN)/ruff check cdp_spark jobs tests benchmarks
+	$(BIN)/ruff format --check cdp_spark jobs tests benchmarks
+
+test: lint
+	$(BIN)/pytest
+
+format: setup
+	$(BIN)/ruff format cdp_spark jobs tests benchmarks
+	$(BIN)/ruff check --fix cdp_spark jobs tests benchmarks
+
+benchmark: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf data lakehouse mlruns.db mlartifacts reports spark-warehouse metastore_db derby.log

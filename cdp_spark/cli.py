@@ -1,0 +1,110 @@
+"""`cdp-spark`: one subcommand per stage, and `run` for the whole pipeline in order."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cdp_spark.config import ConfigError, load_config
+from cdp_spark.ops import configure_logging
+from cdp_spark.pipeline import PIPELINE, STAGES, Context, StageNotBuilt, run_pipeline, run_stage
+from cdp_spark.session import JarsUnavailableError
+
+log = logging.getLogger("cdp_spark")
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_BUILT = 1, 2, 3
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf-dir", default=argparse.SUPPRESS, help="folder with base.yaml and env/ (default: conf)")
+    parser.add_argument("--env", default=argparse.SUPPRESS, help="environment overlay conf/env/<ENV>.yaml, e.g. local")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set spark.shuffle_partitions=4 (repeatable)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+
+def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "generate":
+        parser.add_argument("--people", type=int, help="number of people (default: sample.people)")
+        parser.add_argument("--days", type=int, help="number of daily drops (default: sample.days)")
+        parser.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
+        parser.add_argument("--out", help="output folder (default: sample.path, where the sources read)")
+    elif name == "resolve":
+        parser.add_argument("--records", help="resolve any Parquet/CSV file of person records instead of silver")
+        parser.add_argument("--id-column", help="with --records: the column that identifies a record")
+        parser.add_argument("--config", help="with --records: identity YAML naming the attributes to match on")
+        parser.add_argument("--out", help="with --records: output folder for record_id,cdp_id and the edges")
+    elif name == "evaluate":
+        parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
+        parser.add_argument("--truth", help="ground-truth records (default: <sample.path>/_truth/records)")
+    elif name == "erase":
+        parser.add_argument("--requests", help="CSV/JSON file of erasure requests (identifier_type, identifier)")
+    elif name in ("profiles", "score", "segment", "activate", "train"):
+        parser.add_argument("--as-of", help="as-of date YYYY-MM-DD (default: the latest data date)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdp-spark",
+        description="Customer data platform on Spark + Delta Lake. Stages run alone or all in order with `run`.",
+    )
+    parser.add_argument("--conf-dir", default="conf", help="folder with base.yaml and env/ (default: conf)")
+    parser.add_argument("--env", default=None, help="environment overlay conf/env/<ENV>.yaml, e.g. local or cluster")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, stage in STAGES.items():
+        stage_parser = sub.add_parser(
+            name, help=stage.help + ("" if stage.target else f" [not built yet: #{stage.issue}]")
+        )
+        _common(stage_parser)
+        _stage_arguments(name, stage_parser)
+    run_parser = sub.add_parser("run", help="run the whole pipeline in order: " + " -> ".join(PIPELINE))
+    _common(run_parser)
+    run_parser.add_argument("--as-of", help="as-of date YYYY-MM-DD for profiles/scores/segments")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        config = load_config(args.conf_dir, args.env, args.overrides)
+    except ConfigError as exc:
+        print(f"cdp-spark: config error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    ctx = Context(config=config, args=args)
+    try:
+        if args.stage == "run":
+            run_pipeline(ctx)
+        else:
+            run_stage(args.stage, ctx)
+    except StageNotBuilt as exc:
+        print(f"cdp-spark {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    except ConfigError as exc:
+        print(f"cdp-spark {args.stage}: config error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JarsUnavailableError as exc:
+        print(f"cdp-spark {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        log.debug("traceback", exc_info=True)
+        reason = " ".join(str(exc).split())[:500] or type(exc).__name__
+        print(
+            f"cdp-spark {args.stage} failed: {type(exc).__name__}: {reason} (rerun with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

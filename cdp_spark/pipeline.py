@@ -1,0 +1,101 @@
+"""The stages of the pipeline, in the order data flows, and what runs each.
+
+The CLI (`cdp-spark <stage>`) and the spark-submit entry points (`jobs/<stage>.py`) both call
+:func:`run_stage`, so there is one way to run a stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from cdp_spark.config import CdpConfig
+from cdp_spark.ops import StageRun
+from cdp_spark.session import build_session
+
+log = logging.getLogger("cdp_spark")
+
+
+class StageNotBuilt(RuntimeError):
+    """A stage that exists in the pipeline picture but has no implementation yet."""
+
+
+@dataclass
+class Context:
+    """What a stage receives: the validated config, its arguments and a lazily built SparkSession."""
+
+    config: CdpConfig
+    args: argparse.Namespace = field(default_factory=argparse.Namespace)
+    _spark: SparkSession | None = None
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            self._spark = build_session(self.config.spark, self.config.lakehouse)
+        return self._spark
+
+    @property
+    def root(self) -> str:
+        return self.config.lakehouse.root
+
+
+StageFn = Callable[[Context, StageRun], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    target: str | None  # "module:function", or None while not built
+    issue: int | None = None
+
+    def load(self) -> StageFn:
+        if self.target is None:
+            raise StageNotBuilt(
+                f"stage '{self.name}' is not built yet (tracked by issue #{self.issue}); nothing was run or written"
+            )
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("generate", "write seeded sample data for every source", "cdp_spark.generate.stage:run"),
+        Stage("ingest", "sources -> bronze, incrementally", None, issue=3),
+        Stage("standardize", "bronze -> silver: standardize, check, merge", None, issue=3),
+        Stage("resolve", "silver -> identity graph and stable cdp_id", None, issue=4),
+        Stage("profiles", "golden profiles, households, features", None, issue=5),
+        Stage("train", "train churn and CLV models in MLflow", None, issue=6),
+        Stage("score", "score every customer with the champion models", None, issue=6),
+        Stage("segment", "segment membership with history", None, issue=7),
+        Stage("activate", "consent-filtered segment exports", None, issue=7),
+        Stage("erase", "right-to-erasure across every layer", None, issue=7),
+        Stage("maintain", "OPTIMIZE / VACUUM / statistics", None, issue=8),
+        Stage("evaluate", "compare identity clusters with ground truth", None, issue=4),
+    ]
+}
+
+# What `cdp-spark run` executes, in order (generate, erase, maintain and evaluate are run on their own).
+PIPELINE = ["ingest", "standardize", "resolve", "profiles", "train", "score", "segment", "activate"]
+
+
+def run_stage(name: str, ctx: Context) -> StageRun:
+    """Run one stage and record its metrics in ops.run_metrics (generate has no lakehouse to record in)."""
+    stage_fn = STAGES[name].load()
+    run = StageRun(stage=name)
+    log.info("stage %s: run %s", name, run.run_id)
+    stage_fn(ctx, run)
+    if name != "generate":
+        run.save(ctx.spark, ctx.root)
+    return run
+
+
+def run_pipeline(ctx: Context) -> list[StageRun]:
+    """Run every pipeline stage in order; stop at the first failure, leaving earlier stages' tables intact."""
+    return [run_stage(name, ctx) for name in PIPELINE]

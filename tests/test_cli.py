@@ -1,0 +1,29 @@
+from cdp_spark.cli import EXIT_CONFIG, EXIT_NOT_BUILT, main
+from cdp_spark.pipeline import PIPELINE, STAGES
+
+
+def test_every_stage_has_a_job_file():
+    from pathlib import Path
+
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    assert sorted(p.stem for p in jobs.glob("*.py")) == sorted([*STAGES, "run"])
+    assert set(PIPELINE) <= set(STAGES)
+
+
+def test_config_error_exits_2_and_names_the_key(capsys, tmp_path):
+    (tmp_path / "base.yaml").write_text("spark:\n  mastr: local[1]\n")
+    assert main(["--conf-dir", str(tmp_path), "generate"]) == EXIT_CONFIG
+    assert "spark.mastr: unknown key" in capsys.readouterr().err
+
+
+def test_options_after_the_subcommand_are_accepted(capsys, tmp_path):
+    (tmp_path / "base.yaml").write_text("")
+    assert main(["generate", "--conf-dir", str(tmp_path), "--set", "spark.shuffle_partitions=zero"]) == EXIT_CONFIG
+    assert "--set spark.shuffle_partitions" in capsys.readouterr().err
+
+
+def test_a_stage_not_built_says_so_plainly(capsys):
+    unbuilt = [name for name, stage in STAGES.items() if stage.target is None]
+    for name in unbuilt:
+        assert main([name]) == EXIT_NOT_BUILT
+        assert f"stage '{name}' is not built yet" in capsys.readouterr().err
