@@ -67,7 +67,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("generate", "write seeded sample data for every source", "cdp_spark.generate.stage:run"),
-        Stage("ingest", "sources -> bronze, incrementally", None, issue=3),
+        Stage("ingest", "sources -> bronze, incrementally", "cdp_spark.ingest.job:run"),
         Stage("standardize", "bronze -> silver: standardize, check, merge", None, issue=3),
         Stage("resolve", "silver -> identity graph and stable cdp_id", None, issue=4),
         Stage("profiles", "golden profiles, households, features", None, issue=5),

@@ -52,6 +52,7 @@ SEGMENT_MEMBERSHIP = Table("gold", "segment_membership")
 RUN_METRICS = Table("ops", "run_metrics")
 DQ_METRICS = Table("ops", "dq_metrics")
 AUDIT_LOG = Table("ops", "audit_log")
+INGEST_LOG = Table("ops", "ingest_log")
 
 
 def exists(spark: SparkSession, root: str, table: Table) -> bool:
@@ -66,8 +67,11 @@ def read(spark: SparkSession, root: str, table: Table) -> DataFrame:
     return spark.read.format("delta").load(table.path(root))
 
 
-def append(df: DataFrame, root: str, table: Table, merge_schema: bool = False) -> None:
-    writer = df.write.format("delta").mode("append")
+def append(
+    df: DataFrame, root: str, table: Table, merge_schema: bool = False, options: dict[str, str] | None = None
+) -> None:
+    """Append rows; ``options`` may carry ``txnAppId``/``txnVersion`` to make the append idempotent."""
+    writer = df.write.format("delta").mode("append").options(**(options or {}))
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
     if table.partition_by:

@@ -1,0 +1,1 @@
+"""Bronze: incremental, exactly-once ingest of every configured source."""

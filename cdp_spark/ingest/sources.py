@@ -1,0 +1,90 @@
+"""Sources as data (`conf/sources.yaml`): where each source lives, how to read it, and where its rows go in silver."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cdp_spark.config import ConfigError, Strict, load_model_file
+
+SILVER_TABLES = ("customer_records", "orders", "events", "support_tickets", "email_engagement", "consent")
+
+
+class JdbcConfig(Strict):
+    url: str
+    table: str
+    user: str | None = None
+    password: str | None = None
+    driver: str = "org.postgresql.Driver"
+    fetch_size: int = Field(10_000, gt=0)
+    num_partitions: int = Field(1, gt=0)
+
+
+class SilverTarget(Strict):
+    """One silver table fed by a source: which bronze columns become which standard columns."""
+
+    table: Literal[SILVER_TABLES]  # type: ignore[valid-type]
+    key: list[str] = Field(min_length=1)
+    columns: dict[str, str] = Field(default_factory=dict)
+    updated_at: str | None = None
+
+
+class SourceConfig(Strict):
+    name: str
+    format: Literal["csv", "json", "parquet", "jdbc"]
+    path: str | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    schema_ddl: str | None = Field(None, alias="schema")
+    schema_hints: dict[str, str] = Field(default_factory=dict)
+    business_key: list[str] = Field(min_length=1)
+    updated_at: str | None = None
+    event_time: str | None = None
+    jdbc: JdbcConfig | None = None
+    silver: list[SilverTarget] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError("must be lower_snake_case (it names a bronze table)")
+        return name
+
+    @model_validator(mode="after")
+    def _location(self) -> SourceConfig:
+        if self.format == "jdbc":
+            if self.jdbc is None:
+                raise ValueError("a jdbc source needs a jdbc: {url, table, ...} section")
+            if not self.updated_at:
+                raise ValueError("a jdbc source needs updated_at: the watermark column of incremental extraction")
+        elif not self.path:
+            raise ValueError(f"a {self.format} source needs a path")
+        if self.format in ("csv",) and not self.schema_ddl:
+            raise ValueError("a csv source needs a schema (DDL, e.g. 'id string, name string')")
+        return self
+
+    def location(self, sample_path: str) -> str:
+        return (self.path or "").replace("{sample}", sample_path.rstrip("/"))
+
+
+class SourcesConfig(Strict):
+    sources: list[SourceConfig]
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesConfig:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    def get(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"no source named {name!r}; known: {', '.join(s.name for s in self.sources)}")
+
+
+def load_sources(path: str) -> SourcesConfig:
+    return load_model_file(SourcesConfig, path)
