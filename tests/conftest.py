@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from cdp_spark.config import LakehouseConfig, SparkConfig
-from cdp_spark.session import build_session
+from cdp_spark.session import POSTGRES_JDBC_PACKAGE, build_session
 
 TEST_SPARK = SparkConfig(
     master="local[2]",
     app_name="cdp-spark-tests",
     driver_memory="2g",
     shuffle_partitions=2,
+    packages=[POSTGRES_JDBC_PACKAGE],  # for the JDBC source test against a real PostgreSQL
     conf={
         "spark.ui.enabled": "false",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
