@@ -1,0 +1,1 @@
+"""Models over gold features: churn and customer lifetime value."""
