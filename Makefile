@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PY_DIRS := $(wildcard cdp_spark jobs tests benchmarks deploy)
 
 .PHONY: setup demo test lint format benchmark clean
 
@@ -21,15 +22,15 @@ demo: setup
 	$(BIN)/cdp-spark run
 
 lint: setup
-	$(BIN)/ruff check cdp_spark jobs tests benchmarks
-	$(BIN)/ruff format --check cdp_spark jobs tests benchmarks
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 test: lint
 	$(BIN)/pytest
 
 format: setup
-	$(BIN)/ruff format cdp_spark jobs tests benchmarks
-	$(BIN)/ruff check --fix cdp_spark jobs tests benchmarks
+	$(BIN)/ruff format $(PY_DIRS)
+	$(BIN)/ruff check --fix $(PY_DIRS)
 
 benchmark: setup
 	$(BIN)/python benchmarks/run.py

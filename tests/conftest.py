@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from cdp_spark.config import LakehouseConfig, SparkConfig
 from cdp_spark.session import POSTGRES_JDBC_PACKAGE, build_session
+
+# Arrow (pandas) UDFs run in Python workers: make them this interpreter (with numpy, pandas, phonenumbers ...),
+# not whatever `python3` comes first on PATH. Read once when the SparkContext starts.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 TEST_SPARK = SparkConfig(
     master="local[2]",

@@ -1,0 +1,129 @@
+"""`cdp-spark resolve` and `cdp-spark evaluate identity`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cdp_spark import tables
+from cdp_spark.config import ConfigError
+from cdp_spark.identity.evaluate import identity_metrics
+from cdp_spark.identity.resolve import resolve
+from cdp_spark.identity.rules import load_identity
+from cdp_spark.ops import StageRun
+from cdp_spark.pipeline import Context
+
+log = logging.getLogger("cdp_spark")
+
+FACT_TABLES = {
+    "orders": tables.ORDERS,
+    "events": tables.EVENTS,
+    "support_tickets": tables.SUPPORT_TICKETS,
+    "email_engagement": tables.EMAIL_ENGAGEMENT,
+}
+
+
+def _read_records_file(spark: SparkSession, path: str) -> DataFrame:
+    if path.endswith(".csv") or Path(path).is_dir() and any(Path(path).glob("*.csv")):
+        return spark.read.option("header", "true").csv(path)
+    return spark.read.parquet(path)
+
+
+def _write_if_changed(df: DataFrame, root: str, table: tables.Table, keys: list[str]) -> int:
+    """Overwrite a derived table only when its content changed, so a rerun adds no version."""
+    spark = df.sparkSession
+    if tables.exists(spark, root, table):
+        current = tables.read(spark, root, table)
+        if sorted(current.columns) == sorted(df.columns):
+            df = df.select(*current.columns)
+            if df.exceptAll(current).limit(1).count() == 0 and current.exceptAll(df).limit(1).count() == 0:
+                return 0
+    tables.overwrite(df, root, table)
+    return 1
+
+
+def run(ctx: Context, stage: StageRun) -> None:
+    args = ctx.args
+    if getattr(args, "records", None):
+        run_on_file(ctx, stage)
+        return
+    spark, root = ctx.spark, ctx.root
+    config = load_identity(ctx.config.files.identity)
+    with stage.step("read silver") as counts:
+        records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
+        facts = {
+            fact.table: tables.read(spark, root, FACT_TABLES[fact.table])
+            for fact in config.facts
+            if tables.exists(spark, root, FACT_TABLES[fact.table])
+        }
+        previous = (
+            tables.read(spark, root, tables.IDENTITY_MAP).select("record_id", "cdp_id")
+            if tables.exists(spark, root, tables.IDENTITY_MAP)
+            else None
+        )
+        counts["records"] = records.count()
+    with stage.step("resolve") as counts:
+        result = resolve(spark, records, config, previous, facts, run_id=stage.run_id, seed=ctx.config.sample.seed)
+        identity_map = result.identity_map.checkpoint()
+        counts["vertices"] = identity_map.count()
+        counts["cdp_ids"] = identity_map.select("cdp_id").distinct().count()
+    with stage.step("write identity tables") as counts:
+        edges = result.edges.withColumn("run_id", F.lit(stage.run_id)).checkpoint()
+        counts["edges_accepted"] = edges.where("status = 'accepted'").count()
+        counts["edges_refused"] = edges.where("status != 'accepted'").count()
+        counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP, ["record_id"])
+        if counts["map_changed"]:
+            tables.overwrite(edges, root, tables.IDENTITY_EDGES)
+        tables.overwrite(result.guarded_values, root, tables.HOT_IDENTIFIERS)
+        lineage = result.lineage.withColumn("run_id", F.lit(stage.run_id)).withColumn(
+            "recorded_at", F.current_timestamp()
+        )
+        counts["lineage_events"] = lineage.count()
+        if counts["lineage_events"]:
+            tables.append(lineage, root, tables.IDENTITY_LINEAGE)
+        counts["guarded_values"] = result.guarded_values.count()
+        counts["oversized_components"] = result.offending.count()
+    if result.model is not None:
+        log.info("[resolve] probabilistic model: %s", json.dumps(result.model.to_dict())[:2000])
+    truth = Path(ctx.config.sample.path) / "_truth" / "records"
+    if truth.exists():
+        evaluate(ctx, stage)
+
+
+def run_on_file(ctx: Context, stage: StageRun) -> None:
+    """Resolve any Parquet/CSV file of person records: writes ``record_id, cdp_id`` and the edges to --out."""
+    args = ctx.args
+    if not (args.id_column and args.config and args.out):
+        raise ConfigError("resolve --records needs --id-column, --config and --out")
+    spark = ctx.spark
+    config = load_identity(args.config).model_copy(update={"record_id": args.id_column})
+    with stage.step("resolve file") as counts:
+        records = _read_records_file(spark, args.records)
+        result = resolve(spark, records, config, run_id=stage.run_id, seed=ctx.config.sample.seed)
+        out = args.out.rstrip("/")
+        result.identity_map.select(F.col("record_id"), "cdp_id").write.mode("overwrite").parquet(f"{out}/identity_map")
+        result.edges.write.mode("overwrite").parquet(f"{out}/edges")
+        counts["records"] = spark.read.parquet(f"{out}/identity_map").count()
+
+
+def evaluate(ctx: Context, stage: StageRun) -> dict:
+    """Compare silver.identity_map with the generator's ground truth; print JSON and record the metrics."""
+    spark = ctx.spark
+    truth_path = getattr(ctx.args, "truth", None) or str(Path(ctx.config.sample.path) / "_truth" / "records")
+    truth = spark.read.parquet(truth_path).select(
+        F.concat_ws(":", "source", "source_key").alias("record_id"), F.col("person_id").cast("string")
+    )
+    predicted = tables.read(spark, ctx.root, tables.IDENTITY_MAP).select("record_id", "cdp_id")
+    with stage.step("evaluate identity") as counts:
+        metrics = identity_metrics(predicted, truth)
+        counts.update(metrics)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run_evaluate(ctx: Context, stage: StageRun) -> None:
+    evaluate(ctx, stage)

@@ -1,0 +1,77 @@
+"""Identity resolution end to end: deterministic + probabilistic edges -> clusters -> stable cdp_id."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cdp_spark.identity import probabilistic
+from cdp_spark.identity.deterministic import anonymous_records, deterministic_edges, guard_values, identifier_values
+from cdp_spark.identity.graph import cluster
+from cdp_spark.identity.rules import IdentityConfig
+from cdp_spark.identity.stable_ids import assign_cdp_ids
+
+log = logging.getLogger("cdp_spark")
+
+EDGE_COLUMNS = ["src_record_id", "dst_record_id", "rule", "score", "identifier"]
+
+
+@dataclass
+class ResolveResult:
+    identity_map: DataFrame  # record_id, cdp_id, component_size
+    edges: DataFrame  # src_record_id, dst_record_id, rule, score, identifier, status
+    guarded_values: DataFrame  # identifier, value, records, reason
+    lineage: DataFrame  # cdp_id, event, previous_cdp_ids, records
+    offending: DataFrame  # component_id, reason (still over a limit after the guards)
+    model: probabilistic.FittedModel | None
+
+
+def probabilistic_edges(records: DataFrame, config: IdentityConfig, seed: int) -> tuple[DataFrame, object]:
+    """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones."""
+    model = probabilistic.train(records, config.probabilistic, config.record_id, seed=seed)
+    accepted = probabilistic.accepted_edges(records, config.probabilistic, config.record_id, model)
+    return accepted.select(
+        F.col("src_record_id").cast("string"),
+        F.col("dst_record_id").cast("string"),
+        "rule",
+        F.col("score").cast("double"),
+        F.lit(None).cast("string").alias("identifier"),
+    ), model
+
+
+def resolve(
+    spark: SparkSession,
+    records: DataFrame,
+    config: IdentityConfig,
+    previous_map: DataFrame | None = None,
+    facts: dict[str, DataFrame] | None = None,
+    run_id: str = "adhoc",
+    seed: int = 42,
+) -> ResolveResult:
+    """Resolve ``records`` (any schema: the columns are named in ``config``) into stable cdp_ids."""
+    missing = [r.column for r in config.identifiers if r.column and r.column not in records.columns]
+    if config.record_id not in records.columns:
+        missing.insert(0, config.record_id)
+    if missing:
+        raise ValueError(f"records lack the columns named in the identity config: {missing}; have {records.columns}")
+    records = records.withColumn(config.record_id, F.col(config.record_id).cast("string"))
+    values = identifier_values(records, config)
+    anonymous = anonymous_records(facts or {}, config)
+    if anonymous is not None:
+        values = values.unionByName(anonymous).distinct()
+    values = values.checkpoint()
+    usable, guarded = guard_values(values, config)
+    edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
+    model = None
+    if config.probabilistic is not None:
+        prob_edges, model = probabilistic_edges(records, config, seed)
+        edges = edges.unionByName(prob_edges)
+    vertices = records.select(F.col(config.record_id).alias("record_id"))
+    if anonymous is not None:
+        vertices = vertices.unionByName(anonymous.select("record_id")).distinct()
+    components, edges, offending = cluster(vertices, edges, usable, config)
+    identity_map, lineage = assign_cdp_ids(components, previous_map, run_id)
+    return ResolveResult(identity_map, edges, guarded, lineage, offending, model)

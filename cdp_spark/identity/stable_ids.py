@@ -1,0 +1,103 @@
+"""Stable ``cdp_id``: each new cluster keeps the id of the previous cluster it shares most records with.
+
+Rules, deterministic whatever the partitioning:
+1. every previous id goes to the new cluster holding most of its records (ties: smaller component id);
+2. a new cluster that received several previous ids keeps the one it shares most records with (ties:
+   smaller id); the others are retired as merged into it;
+3. a cluster that received none gets a new id derived from its smallest record id (so a first run on
+   the same data always gives the same ids), salted with the run id only if that id is taken.
+Lineage rows record creations, merges, splits and retirements.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+MAP_SCHEMA = "record_id string, cdp_id string"
+
+
+def _new_id(key: F.Column) -> F.Column:
+    return F.concat(F.lit("cdp-"), F.substring(F.sha2(key, 256), 1, 24))
+
+
+def assign_cdp_ids(components: DataFrame, previous: DataFrame | None, run_id: str) -> tuple[DataFrame, DataFrame]:
+    """Give each component a cdp_id, carrying ids over from ``previous`` (``record_id, cdp_id``).
+
+    In: ``record_id, component_id``. Out: (``record_id, cdp_id, component_size``;
+    lineage ``cdp_id, event, previous_cdp_ids, records``).
+    """
+    spark = components.sparkSession
+    if previous is None:
+        previous = spark.createDataFrame([], MAP_SCHEMA)
+    sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
+    shared = (
+        components.join(previous.select("record_id", F.col("cdp_id").alias("previous_id")), "record_id")
+        .groupBy("component_id", "previous_id")
+        .agg(F.count("*").alias("shared"))
+    )
+    # Rule 1: each previous id goes to the component holding most of its records.
+    by_previous = Window.partitionBy("previous_id").orderBy(F.desc("shared"), "component_id")
+    heirs = shared.withColumn("_rank", F.row_number().over(by_previous)).where("_rank = 1").drop("_rank")
+    # Rule 2: a component that inherits several keeps the one it shares most with.
+    by_component = Window.partitionBy("component_id").orderBy(F.desc("shared"), "previous_id")
+    kept = (
+        heirs.withColumn("_rank", F.row_number().over(by_component))
+        .where("_rank = 1")
+        .select("component_id", F.col("previous_id").alias("kept_id"))
+    )
+    # Rule 3: new ids for components that inherit nothing.
+    taken = previous.select(F.col("cdp_id").alias("candidate")).distinct()
+    fresh = (
+        sizes.join(kept, "component_id", "left_anti")
+        .withColumn("candidate", _new_id(F.col("component_id")))
+        .join(taken.withColumn("_taken", F.lit(True)), "candidate", "left")
+        .select(
+            "component_id",
+            F.when(F.col("_taken"), _new_id(F.concat_ws(":", "component_id", F.lit(run_id))))
+            .otherwise(F.col("candidate"))
+            .alias("kept_id"),
+        )
+    )
+    ids = kept.unionByName(fresh)
+    identity_map = (
+        components.join(ids, "component_id")
+        .join(sizes, "component_id")
+        .select("record_id", F.col("kept_id").alias("cdp_id"), "component_size")
+    )
+
+    previous_sets = shared.groupBy("component_id").agg(
+        F.array_sort(F.collect_set("previous_id")).alias("previous_cdp_ids")
+    )
+    spread = shared.groupBy("previous_id").agg(F.countDistinct("component_id").alias("parts"))
+    split_sources = shared.join(spread.where("parts > 1"), "previous_id").select("component_id").distinct()
+    per_component = (
+        ids.join(sizes, "component_id")
+        .join(previous_sets, "component_id", "left")
+        .join(split_sources.withColumn("_split", F.lit(True)), "component_id", "left")
+        .select(
+            F.col("kept_id").alias("cdp_id"),
+            F.when(F.col("previous_cdp_ids").isNull(), F.lit("created"))
+            .when(F.size("previous_cdp_ids") > 1, F.lit("merged"))
+            .when(F.col("_split"), F.lit("split"))
+            .when(F.col("previous_cdp_ids")[0] != F.col("kept_id"), F.lit("split"))
+            .otherwise(F.lit(None))
+            .alias("event"),
+            F.coalesce("previous_cdp_ids", F.array().cast("array<string>")).alias("previous_cdp_ids"),
+            F.col("component_size").alias("records"),
+        )
+        .where(F.col("event").isNotNull())
+    )
+    retired = (
+        previous.select(F.col("cdp_id").alias("previous_id"))
+        .distinct()
+        .join(ids.select(F.col("kept_id").alias("previous_id")), "previous_id", "left_anti")
+        .select(
+            F.col("previous_id").alias("cdp_id"),
+            F.lit("retired").alias("event"),
+            F.array("previous_id").alias("previous_cdp_ids"),
+            F.lit(0).cast("long").alias("records"),
+        )
+    )
+    return identity_map, per_component.unionByName(retired)
