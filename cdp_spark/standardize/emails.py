@@ -1,0 +1,81 @@
+"""Email addresses: cleaned, checked for syntax and rewritten to the mailbox they reach (Gmail dots and +tags)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cdp_spark.standardize.rules import EmailRules
+from cdp_spark.standardize.text import WHITESPACE, blank_to_null
+
+# A pragmatic subset of RFC 5322, the one mail providers accept in practice: a dot-atom local part
+# (no leading, trailing or doubled dots, no quoted strings) and a domain of dot-separated labels
+# that neither start nor end with a hyphen, ending in an alphabetic TLD or a punycode one (xn--...).
+_LOCAL = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
+EMAIL_PATTERN = rf"^{_LOCAL}@{_DOMAIN}$"
+_MAX_LENGTH = 254  # RFC 5321 path limit
+_MAX_LOCAL_LENGTH = 64
+
+
+def clean_email(email: Column) -> Column:
+    """Lowercase with all whitespace removed (it is never part of an address we accept); blank -> null."""
+    # Spaces around the @ or inside a copy-pasted address are entry noise, not a different address.
+    return blank_to_null(F.lower(F.regexp_replace(email, WHITESPACE + "+", "")))
+
+
+def _is_syntactically_valid(email: Column) -> Column:
+    local = F.substring_index(email, "@", 1)
+    return email.rlike(EMAIL_PATTERN) & (F.length(email) <= _MAX_LENGTH) & (F.length(local) <= _MAX_LOCAL_LENGTH)
+
+
+def _canonical(email: Column, rules: EmailRules) -> Column:
+    """The address after the provider rules: googlemail.com -> gmail.com, dots and +tags dropped."""
+    local = F.substring_index(email, "@", 1)
+    domain = F.substring_index(email, "@", -1)
+    canonical_local: Column | None = None
+    canonical_domain: Column | None = None
+    for rule in rules.providers:
+        rewritten = local
+        if rule.remove_plus_tag:
+            rewritten = F.regexp_replace(rewritten, r"\+.*$", "")
+        if rule.remove_dots:
+            rewritten = F.replace(rewritten, F.lit("."), F.lit(""))
+        served = domain.isin(rule.domains)
+        if canonical_local is None:
+            canonical_local = F.when(served, rewritten)
+            canonical_domain = F.when(served, F.lit(rule.canonical_domain))
+        else:
+            canonical_local = canonical_local.when(served, rewritten)
+            canonical_domain = canonical_domain.when(served, F.lit(rule.canonical_domain))
+    if canonical_local is None:
+        return email
+    return F.concat(canonical_local.otherwise(local), F.lit("@"), canonical_domain.otherwise(domain))
+
+
+def email_valid(email: Column, rules: EmailRules) -> Column:
+    """True if the address is syntactically valid before and after the provider rules; null if missing/blank."""
+    cleaned = clean_email(email)
+    # "+news@gmail.com" is well formed but its Gmail mailbox name is empty.
+    return F.when(
+        cleaned.isNotNull(), _is_syntactically_valid(cleaned) & _is_syntactically_valid(_canonical(cleaned, rules))
+    )
+
+
+def normalize_email(email: Column, rules: EmailRules) -> Column:
+    """The canonical address (lowercase, provider rules applied) or null if missing or invalid."""
+    cleaned = clean_email(email)
+    canonical = _canonical(cleaned, rules)
+    return F.when(_is_syntactically_valid(cleaned) & _is_syntactically_valid(canonical), canonical)
+
+
+def standardize_emails(df: DataFrame, rules: EmailRules, columns: Sequence[str] = ("email",)) -> DataFrame:
+    """For each email column ``c`` add ``c_norm`` (string, null if invalid or blank) and ``c_valid`` (boolean)."""
+    return df.withColumns(
+        {
+            **{f"{c}_norm": normalize_email(F.col(c), rules) for c in columns},
+            **{f"{c}_valid": email_valid(F.col(c), rules) for c in columns},
+        }
+    )
