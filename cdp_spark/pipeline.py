@@ -68,7 +68,7 @@ STAGES: dict[str, Stage] = {
     for s in [
         Stage("generate", "write seeded sample data for every source", "cdp_spark.generate.stage:run"),
         Stage("ingest", "sources -> bronze, incrementally", "cdp_spark.ingest.job:run"),
-        Stage("standardize", "bronze -> silver: standardize, check, merge", None, issue=3),
+        Stage("standardize", "bronze -> silver: standardize, check, merge", "cdp_spark.standardize.job:run"),
         Stage("resolve", "silver -> identity graph and stable cdp_id", None, issue=4),
         Stage("profiles", "golden profiles, households, features", None, issue=5),
         Stage("train", "train churn and CLV models in MLflow", None, issue=6),

@@ -53,6 +53,7 @@ RUN_METRICS = Table("ops", "run_metrics")
 DQ_METRICS = Table("ops", "dq_metrics")
 AUDIT_LOG = Table("ops", "audit_log")
 INGEST_LOG = Table("ops", "ingest_log")
+SILVER_LOG = Table("ops", "silver_log")
 
 
 def exists(spark: SparkSession, root: str, table: Table) -> bool:

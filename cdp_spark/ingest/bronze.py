@@ -145,11 +145,12 @@ def quarantine_rows(
     rejected: DataFrame, source: str, stage: str, rule: str, reason: Column | str, key: Column | None, run_id: str
 ) -> DataFrame:
     """Shape rejected rows as ``silver.quarantine`` rows; ``raw`` keeps the whole row (or the corrupt text) as JSON."""
-    raw = (
-        F.col(CORRUPT)
-        if CORRUPT in rejected.columns
-        else F.to_json(F.struct(*[F.col(f"`{c}`") for c in rejected.columns]))
-    )
+    if CORRUPT in rejected.columns:
+        raw = F.col(CORRUPT)
+    elif "_raw" in rejected.columns:  # the bronze row, kept as JSON by the silver mapping
+        raw = F.col("_raw")
+    else:
+        raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in rejected.columns]))
     source_file = F.col("_source_file") if "_source_file" in rejected.columns else F.lit(None).cast("string")
     return rejected.select(
         F.lit(source).alias("source"),
@@ -203,7 +204,7 @@ def read_files(spark: SparkSession, source: SourceConfig, files: list[str]) -> D
     elif source.format == "json":
         df = reader.json(files)
     else:
-        df = reader.option("mergeSchema", "true").parquet(files)
+        df = reader.option("mergeSchema", "true").parquet(*files)
     return df.withColumn("_source_file", F.col("_metadata.file_path"))
 
 

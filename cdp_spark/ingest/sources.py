@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cdp_spark.config import ConfigError, Strict, load_model_file
+from cdp_spark.standardize.rules import StandardizeRules
 
 SILVER_TABLES = ("customer_records", "orders", "events", "support_tickets", "email_engagement", "consent")
 
@@ -26,9 +27,16 @@ class SilverTarget(Strict):
     """One silver table fed by a source: which bronze columns become which standard columns."""
 
     table: Literal[SILVER_TABLES]  # type: ignore[valid-type]
-    key: list[str] = Field(min_length=1)
-    columns: dict[str, str] = Field(default_factory=dict)
-    updated_at: str | None = None
+    key: list[str] = Field(
+        min_length=1,
+        description="columns identifying a row of this source in the table (customer_records: the source key), "
+        "read after standardization: a standard column gives its standardized value, another name a bronze column",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="standard column -> SQL expression over the bronze row"
+    )
+    updated_at: str | None = Field(None, description="SQL expression: when the row was last changed (latest wins)")
+    where: str | None = Field(None, description="SQL condition: only rows meeting it belong to this table")
 
 
 class SourceConfig(Strict):
@@ -70,6 +78,7 @@ class SourceConfig(Strict):
 
 class SourcesConfig(Strict):
     sources: list[SourceConfig]
+    standardize: StandardizeRules = Field(default_factory=StandardizeRules)
 
     @model_validator(mode="after")
     def _unique(self) -> SourcesConfig:

@@ -1,0 +1,317 @@
+"""Bronze rows -> silver rows: map a source's columns onto a silver table's contract and standardize them.
+
+The silver tables' columns are a contract (docs/tables.md); each column has a kind that says how it is
+standardized. A source declares in conf/sources.yaml which SQL expression over its bronze row gives
+each standard column (``SilverTarget``); this module does the rest, the same way for every source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from cdp_spark import tables
+from cdp_spark.config import ConfigError
+from cdp_spark.ingest.sources import SilverTarget, SourceConfig
+from cdp_spark.standardize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
+from cdp_spark.standardize.dates import parse_date, parse_timestamp
+from cdp_spark.standardize.emails import normalize_email
+from cdp_spark.standardize.names import first_and_last, normalize_name
+from cdp_spark.standardize.phones import phone_e164
+from cdp_spark.standardize.rules import StandardizeRules
+from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, nfkc
+
+
+@dataclass(frozen=True)
+class SilverTable:
+    table: tables.Table
+    key: tuple[str, ...]
+    columns: dict[str, str]  # standard column -> kind, in table order
+    order_by: str | None  # latest wins on this column
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+
+SILVER: dict[str, SilverTable] = {
+    t.name: t
+    for t in [
+        SilverTable(
+            tables.CUSTOMER_RECORDS,
+            ("record_id",),
+            {
+                "record_id": "derived",
+                "source": "derived",
+                "source_key": "derived",
+                "first_name": "name",
+                "last_name": "name",
+                "email": "email",
+                "phone": "phone",
+                "address": "address",
+                "city": "city",
+                "postcode": "postcode",
+                "country": "country",
+                "birth_date": "date",
+                "loyalty_id": "id",
+                "account_id": "id",
+                "updated_at": "timestamp",
+            },
+            "updated_at",
+        ),
+        SilverTable(
+            tables.ORDERS,
+            ("order_id",),
+            {
+                "order_id": "id",
+                "channel": "lower",
+                "record_id": "record_id",
+                "account_id": "id",
+                "loyalty_id": "id",
+                "store_id": "id",
+                "order_ts": "timestamp",
+                "amount": "double",
+                "currency": "upper",
+                "items": "int",
+                "updated_at": "timestamp",
+            },
+            "updated_at",
+        ),
+        SilverTable(
+            tables.EVENTS,
+            ("event_id",),
+            {
+                "event_id": "id",
+                "record_id": "record_id",
+                "event_ts": "timestamp",
+                "event_type": "lower",
+                "platform": "lower",
+                "cookie_id": "id",
+                "device_id": "id",
+                "account_id": "id",
+                "email": "email",
+                "utm_campaign": "text",
+            },
+            "event_ts",
+        ),
+        SilverTable(
+            tables.SUPPORT_TICKETS,
+            ("ticket_id",),
+            {
+                "ticket_id": "id",
+                "record_id": "record_id",
+                "created_at": "timestamp",
+                "topic": "lower",
+                "satisfaction": "int",
+            },
+            "created_at",
+        ),
+        SilverTable(
+            tables.EMAIL_ENGAGEMENT,
+            ("message_id",),
+            {
+                "message_id": "id",
+                "record_id": "record_id",
+                "email": "email",
+                "event_type": "lower",
+                "event_ts": "timestamp",
+                "campaign_id": "id",
+            },
+            "event_ts",
+        ),
+        SilverTable(
+            tables.CONSENT,
+            ("identifier_type", "identifier", "channel", "recorded_at"),
+            {
+                "identifier_type": "lower",
+                "identifier": "identifier",
+                "channel": "lower",
+                "granted": "boolean",
+                "recorded_at": "timestamp",
+            },
+            None,
+        ),
+    ]
+}
+
+# Columns a customer_records mapping may use besides the contract: split into first/last name.
+INPUT_ONLY = {"customer_records": {"full_name"}}
+_TRUE = ["true", "t", "yes", "y", "1", "granted", "opt-in", "opt_in"]
+_FALSE = ["false", "f", "no", "n", "0", "denied", "withdrawn", "opt-out", "opt_out"]
+
+
+def check_target(source: SourceConfig, target: SilverTarget) -> None:
+    """Fail early, naming the source, when a mapping names columns the silver table does not have."""
+    spec = SILVER[target.table]
+    allowed = set(spec.columns) - {"record_id", "source", "source_key"} | INPUT_ONLY.get(target.table, set())
+    if target.table != "customer_records":
+        allowed |= {"record_id"}
+    unknown = sorted(set(target.columns) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"sources[{source.name}].silver[{target.table}].columns: unknown column(s) {unknown}; "
+            f"{target.table} has {sorted(allowed)}"
+        )
+    if target.table != "customer_records":
+        missing = [k for k in spec.key if k not in target.columns]
+        if missing:
+            raise ConfigError(f"sources[{source.name}].silver[{target.table}]: map the key column(s) {missing}")
+
+
+def map_columns(bronze: DataFrame, target: SilverTarget) -> DataFrame:
+    """Evaluate the mapping's SQL over each bronze row; a bare column name missing from bronze gives null.
+
+    A missing column is schema drift in the other direction (a field not seen yet, e.g. a JSON field
+    that appears on a later day), not an error. Out: the mapped columns, the key columns not mapped,
+    ``updated_at`` (when the table has one and the mapping does not set it), ``_raw`` (the bronze row as
+    JSON, kept for quarantine), ``_source_file``, ``_batch_id``.
+    """
+    present = {c.lower() for c in bronze.columns}
+
+    def expression(sql: str) -> Column:
+        if sql.replace("_", "a").isalnum() and sql.lower() not in present:
+            return F.lit(None).cast("string")
+        return F.expr(sql)
+
+    payload = [c for c in bronze.columns if not c.startswith("_")]
+    # record_id is read over the standardized columns (see with_keys), so it is not mapped here.
+    selected = [expression(sql).alias(column) for column, sql in target.columns.items() if column != "record_id"]
+    carried = [F.col(k) for k in target.key if k not in target.columns]
+    if "updated_at" in SILVER[target.table].columns and "updated_at" not in target.columns:
+        updated = expression(target.updated_at) if target.updated_at else F.lit(None).cast("string")
+        carried.append(updated.alias("updated_at"))
+    rows = bronze.where(F.expr(target.where)) if target.where else bronze
+    return rows.select(
+        *selected,
+        *carried,
+        F.to_json(F.struct(*[F.col(f"`{c}`") for c in payload])).alias("_raw"),
+        "_source_file",
+        "_batch_id",
+    )
+
+
+def _to_boolean(value: Column) -> Column:
+    text = F.lower(F.trim(value.cast("string")))
+    return F.when(text.isin(_TRUE), F.lit(True)).when(text.isin(_FALSE), F.lit(False))
+
+
+def _standard(column: str, kind: str, df: DataFrame, rules: StandardizeRules) -> Column:
+    value = F.col(column) if column in df.columns else F.lit(None).cast("string")
+    text = blank_to_null(collapse_whitespace(value.cast("string")))
+    if kind == "name":
+        return normalize_name(value.cast("string"), rules.names)
+    if kind == "email":
+        return normalize_email(value.cast("string"), rules.emails)
+    if kind == "phone":
+        region = F.col("country") if "country" in df.columns else None
+        return phone_e164(value.cast("string"), rules.phones, region)
+    if kind == "address":
+        return normalize_address(value.cast("string"), rules.addresses)
+    if kind == "city":
+        return normalize_city(value.cast("string"))
+    if kind == "country":
+        return normalize_country(value.cast("string"), rules.addresses)
+    if kind == "postcode":
+        return normalize_postcode(value.cast("string"), F.col("country"), rules.addresses)
+    if kind == "date":
+        return parse_date(value, rules.dates)
+    if kind == "timestamp":
+        return parse_timestamp(value, rules.dates)
+    if kind == "double":
+        return value.try_cast("double")
+    if kind == "int":
+        return F.coalesce(value.try_cast("int"), value.try_cast("double").cast("int"))
+    if kind == "boolean":
+        return _to_boolean(value)
+    if kind == "lower":
+        return F.lower(text)
+    if kind == "upper":
+        return F.upper(text)
+    if kind == "text":
+        return nfkc(text)
+    return text  # id, record_id: trimmed strings
+
+
+def standardize_rows(mapped: DataFrame, table: str, rules: StandardizeRules) -> DataFrame:
+    """Standardize every contract column of ``table`` present in ``mapped`` (missing ones become null).
+
+    Country is standardized first: postcodes and phone regions depend on it. Consent identifiers are
+    standardized by their type (email or phone).
+    """
+    spec = SILVER[table]
+    df = mapped
+    if table == "customer_records" and "full_name" in df.columns:
+        first, last = first_and_last(F.col("full_name"), rules.names)
+        given_first = F.col("first_name") if "first_name" in df.columns else F.lit(None).cast("string")
+        given_last = F.col("last_name") if "last_name" in df.columns else F.lit(None).cast("string")
+        df = df.withColumns(
+            {"first_name": F.coalesce(given_first, first), "last_name": F.coalesce(given_last, last)}
+        ).drop("full_name")
+    if "country" in spec.columns:
+        df = df.withColumn("country", _standard("country", "country", df, rules))
+    standard = {}
+    for column, kind in spec.columns.items():
+        if kind in ("derived", "record_id") or column == "country":
+            continue
+        if kind == "identifier":
+            identifier_type = F.lower(F.trim(F.col("identifier_type")))
+            raw = F.col(column).cast("string")
+            standard[column] = (
+                F.when(identifier_type == "email", normalize_email(raw, rules.emails))
+                .when(identifier_type == "phone", phone_e164(raw, rules.phones))
+                .otherwise(blank_to_null(collapse_whitespace(raw)))
+            )
+            continue
+        standard[column] = _standard(column, kind, df, rules)
+    return df.withColumns(standard)
+
+
+def with_keys(standardized: DataFrame, source: str, target: SilverTarget) -> DataFrame:
+    """Add ``record_id`` and ``_key_missing`` (and for customer_records ``source``, ``source_key``).
+
+    Key columns are read after standardization, so an email key is the canonical address. A customer
+    record's id is ``<source>:<key values joined by |>``; a fact's ``record_id`` is the mapping's SQL
+    over the standardized columns (e.g. ``concat('cookie:', cookie_id)``), null when it has none.
+    """
+    parts = [F.trim(F.col(k).cast("string")) for k in target.key]
+    missing = F.lit(False)
+    for part in parts:
+        missing = missing | part.isNull() | (part == "")
+    df = standardized.withColumn("_key_missing", missing)
+    if target.table == "customer_records":
+        source_key = F.concat_ws("|", *parts)
+        df = df.withColumns(
+            {
+                "source": F.lit(source),
+                "source_key": source_key,
+                "record_id": F.concat(F.lit(f"{source}:"), source_key),
+            }
+        )
+    elif "record_id" in SILVER[target.table].columns:
+        sql = target.columns.get("record_id")
+        df = df.withColumn("record_id", F.expr(sql).cast("string") if sql else F.lit(None).cast("string"))
+    return df
+
+
+def latest_per_key(df: DataFrame, table: str) -> DataFrame:
+    """One row per key of the silver table: the latest by ``order_by`` (then the raw row, for determinism)."""
+    spec = SILVER[table]
+    order = [F.desc_nulls_last(spec.order_by)] if spec.order_by else []
+    window = Window.partitionBy(*spec.key).orderBy(*order, F.desc("_raw"))
+    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+
+
+def to_contract(df: DataFrame, table: str) -> DataFrame:
+    """Exactly the contract's columns, in order, with their silver types."""
+    spec = SILVER[table]
+    types = {
+        "date": "date",
+        "timestamp": "timestamp",
+        "double": "double",
+        "int": "int",
+        "boolean": "boolean",
+    }
+    return df.select(*[F.col(c).cast(types.get(kind, "string")).alias(c) for c, kind in spec.columns.items()])
