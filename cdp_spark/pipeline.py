@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from cdp_spark.config import CdpConfig
-from cdp_spark.ops import StageRun
+from cdp_spark.ops import StageRun, new_run_id
+from cdp_spark.report import RunReport, StageOutcome
 from cdp_spark.session import build_session
 
 log = logging.getLogger("cdp_spark")
@@ -69,7 +70,7 @@ STAGES: dict[str, Stage] = {
         Stage("generate", "write seeded sample data for every source", "cdp_spark.generate.stage:run"),
         Stage("ingest", "sources -> bronze, incrementally", "cdp_spark.ingest.job:run"),
         Stage("standardize", "bronze -> silver: standardize, check, merge", "cdp_spark.standardize.job:run"),
-        Stage("resolve", "silver -> identity graph and stable cdp_id", None, issue=4),
+        Stage("resolve", "silver -> identity graph and stable cdp_id", "cdp_spark.identity.job:run"),
         Stage("profiles", "golden profiles, households, features", None, issue=5),
         Stage("train", "train churn and CLV models in MLflow", None, issue=6),
         Stage("score", "score every customer with the champion models", None, issue=6),
@@ -77,7 +78,7 @@ STAGES: dict[str, Stage] = {
         Stage("activate", "consent-filtered segment exports", None, issue=7),
         Stage("erase", "right-to-erasure across every layer", None, issue=7),
         Stage("maintain", "OPTIMIZE / VACUUM / statistics", None, issue=8),
-        Stage("evaluate", "compare identity clusters with ground truth", None, issue=4),
+        Stage("evaluate", "compare identity clusters with ground truth", "cdp_spark.identity.job:run_evaluate"),
     ]
 }
 
@@ -97,5 +98,25 @@ def run_stage(name: str, ctx: Context) -> StageRun:
 
 
 def run_pipeline(ctx: Context) -> list[StageRun]:
-    """Run every pipeline stage in order; stop at the first failure, leaving earlier stages' tables intact."""
-    return [run_stage(name, ctx) for name in PIPELINE]
+    """Run every pipeline stage in order; stop at the first failure, leaving earlier stages' tables intact.
+
+    Every stage is idempotent, so rerunning after a failure resumes: finished stages change nothing.
+    A Markdown run report goes to ``reports_dir`` whether the run succeeds or fails.
+    """
+    report = RunReport(run_id=new_run_id())
+    runs: list[StageRun] = []
+    try:
+        for name in PIPELINE:
+            try:
+                runs.append(run_stage(name, ctx))
+            except Exception as exc:
+                report.add(StageOutcome(name, None, "failed", " ".join(str(exc).split())[:500]))
+                failed_at = PIPELINE.index(name)
+                for later in PIPELINE[failed_at + 1 :]:
+                    report.add(StageOutcome(later, None, "not run"))
+                raise
+            report.add(StageOutcome(name, runs[-1], "ok"))
+    finally:
+        path = report.write(ctx.config.reports_dir)
+        log.info("run report: %s", path)
+    return runs

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
@@ -66,6 +67,9 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.adaptive.enabled": "true",
+        # Arrow UDFs (phones, names, string similarity) run in Python workers: make them this
+        # interpreter, which has the project's packages, not whatever python3 is first on PATH.
+        "spark.pyspark.python": sys.executable,
     }
     if spark_cfg.jars_dir:
         jars_dir = Path(spark_cfg.jars_dir).expanduser()

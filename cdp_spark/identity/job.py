@@ -78,7 +78,15 @@ def run(ctx: Context, stage: StageRun) -> None:
         counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP, ["record_id"])
         if counts["map_changed"]:
             tables.overwrite(edges, root, tables.IDENTITY_EDGES)
-        tables.overwrite(result.guarded_values, root, tables.HOT_IDENTIFIERS)
+        # Hashed: the table is read by people and other stages, and a hot phone can still be someone's.
+        guarded = result.guarded_values.select(
+            "identifier",
+            F.sha2("value", 256).alias("value_hash"),
+            "records",
+            "reason",
+            F.lit(stage.run_id).alias("run_id"),
+        )
+        tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
         lineage = result.lineage.withColumn("run_id", F.lit(stage.run_id)).withColumn(
             "recorded_at", F.current_timestamp()
         )
@@ -114,9 +122,7 @@ def evaluate(ctx: Context, stage: StageRun) -> dict:
     """Compare silver.identity_map with the generator's ground truth; print JSON and record the metrics."""
     spark = ctx.spark
     truth_path = getattr(ctx.args, "truth", None) or str(Path(ctx.config.sample.path) / "_truth" / "records")
-    truth = spark.read.parquet(truth_path).select(
-        F.concat_ws(":", "source", "source_key").alias("record_id"), F.col("person_id").cast("string")
-    )
+    truth = spark.read.parquet(truth_path).select("record_id", F.col("person_id").cast("string"))
     predicted = tables.read(spark, ctx.root, tables.IDENTITY_MAP).select("record_id", "cdp_id")
     with stage.step("evaluate identity") as counts:
         metrics = identity_metrics(predicted, truth)
