@@ -67,9 +67,6 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.adaptive.enabled": "true",
-        # Arrow UDFs (phones, names, string similarity) run in Python workers: make them this
-        # interpreter, which has the project's packages, not whatever python3 is first on PATH.
-        "spark.pyspark.python": sys.executable,
     }
     if spark_cfg.jars_dir:
         jars_dir = Path(spark_cfg.jars_dir).expanduser()
@@ -91,6 +88,9 @@ def build_session(spark_cfg: SparkConfig, lakehouse: LakehouseConfig) -> SparkSe
     submitted = _submitted_conf()
     builder = SparkSession.builder
     if submitted is None:
+        # Arrow UDFs (phones, names, string similarity) run in Python workers: make them this
+        # interpreter, which has the project's packages, not whatever python3 is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in {**embedded_conf(spark_cfg), **spark_cfg.conf}.items():
             builder = builder.config(key, value)
     else:

@@ -54,6 +54,10 @@ _MIN_M = 1e-6
 _U_BUCKET_RECORDS = 20
 
 
+class NoCandidatePairs(ValueError):
+    """The blocking rules pair no records at all (tiny or very clean data): there is nothing to score."""
+
+
 class ProbabilisticConfig(Strict):
     """Blocking rules, comparisons, the acceptance threshold and the training knobs."""
 
@@ -609,6 +613,11 @@ def fit_m_and_prior(
     for i, text in enumerate(config.blocking_rules):
         ignored = _comparisons_read_by(parse_blocking_rule(text), config)
         rows = vector_counts_pdf[(blocked_by & (1 << i)) != 0]
+        if rows.empty:  # the rule found no pairs in this data: nothing to learn from it
+            log.warning("blocking rule %r yields no candidate pairs: no m estimated from it", text)
+            sessions.append(EmSession(blocking_rule=i, pairs=0, ignored=ignored, estimated=[], match_share=0.0,
+                                      iterations=0, converged=True))  # fmt: skip
+            continue
         result = _run_em(rows, u, config, ignore=ignored, initial_prior=0.1)
         estimated = [
             c.name
@@ -762,6 +771,8 @@ def train(
     if vectors is None:
         vectors = comparison_vectors(candidate_pairs(records, config, id_col), config)
     counts = vector_counts(vectors, config)
+    if counts.empty:
+        raise NoCandidatePairs(f"no blocking rule yields a candidate pair among {n} records: nothing to train on")
     total_pairs = n * (n - 1) // 2
     m, match_prior, sessions = fit_m_and_prior(counts, u, config, total_pairs)
     summary = TrainingSummary(

@@ -67,8 +67,11 @@ def resolve(
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
     model = None
     if config.probabilistic is not None:
-        prob_edges, model = probabilistic_edges(records, config, seed)
-        edges = edges.unionByName(prob_edges)
+        try:
+            prob_edges, model = probabilistic_edges(records, config, seed)
+            edges = edges.unionByName(prob_edges)
+        except probabilistic.NoCandidatePairs as exc:
+            log.warning("probabilistic matching skipped: %s", exc)
     vertices = records.select(F.col(config.record_id).alias("record_id"))
     if anonymous is not None:
         vertices = vertices.unionByName(anonymous.select("record_id")).distinct()
