@@ -1,0 +1,108 @@
+"""Pipeline benchmark: generate N people, then time ingest, standardize and resolve (not a test).
+
+    python benchmarks/run.py --people 100000 1000000 [--days 3] [--master local[2]]
+
+Prints, per size and stage, wall seconds, rows in, rows/s and rows/s per core, the identity metrics
+against ground truth, a plain Spark read-standardize-write baseline of the same CRM rows (the ratio the
+product brief asks for), and how time grows from one size to the next. One SparkSession for everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from cdp_spark import tables
+from cdp_spark.config import load_config
+from cdp_spark.ops import configure_logging
+from cdp_spark.pipeline import Context, run_stage
+
+STAGES = ["ingest", "standardize", "resolve"]
+
+
+def rows_in(run, stage: str) -> float:
+    metric = {"ingest": "rows_read", "standardize": "rows_read", "resolve": "records"}[stage]
+    return sum(v for _, m, v in run.metrics if m == metric and v is not None)
+
+
+def baseline(spark, sample: str, out: str) -> tuple[float, int]:
+    """Plain Spark: read the CRM CSVs, four string standardizations, write Delta."""
+    started = time.perf_counter()
+    df = spark.read.option("header", "true").csv(f"{sample}/crm")
+    df = df.select(
+        F.lower(F.trim("email")).alias("email"),
+        F.regexp_replace("phone", r"\D", "").alias("phone"),
+        F.initcap(F.trim("first_name")).alias("first_name"),
+        F.lower(F.regexp_replace("address", r"\s+", " ")).alias("address"),
+    )
+    df.write.format("delta").mode("overwrite").save(out)
+    rows = spark.read.format("delta").load(out).count()
+    return time.perf_counter() - started, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--workdir", default=None, help="where data and lakehouses go (default: a temp folder)")
+    args = parser.parse_args()
+    configure_logging()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="cdp-bench-"))
+    cores = int(args.master.split("[")[-1].rstrip("]")) if "[" in args.master else 1
+    results = []
+    for people in args.people:
+        sample, root = work / f"sample-{people}", work / f"lakehouse-{people}"
+        shutil.rmtree(root, ignore_errors=True)
+        config = load_config(
+            "conf",
+            None,
+            [f"spark.master={args.master}", f"sample.path={sample}", f"lakehouse.root={root}",
+             "spark.driver_memory=12g", f"spark.shuffle_partitions={max(4, cores * 4)}"],
+        )  # fmt: skip
+        ctx = Context(config, argparse.Namespace(people=people, days=args.days, seed=42, out=str(sample)))
+        row = {"people": people}
+        started = time.perf_counter()
+        run_stage("generate", ctx)
+        row["generate_s"] = round(time.perf_counter() - started, 1)
+        for stage in STAGES:
+            ctx.args = argparse.Namespace()
+            started = time.perf_counter()
+            run = run_stage(stage, ctx)
+            seconds = time.perf_counter() - started
+            n = rows_in(run, stage)
+            row[stage] = {
+                "seconds": round(seconds, 1),
+                "rows": int(n),
+                "rows_per_s": round(n / seconds),
+                "rows_per_s_per_core": round(n / seconds / cores),
+            }
+            if stage == "resolve":
+                row["identity"] = {m: v for step, m, v in run.metrics if step == "evaluate identity"}
+        base_s, base_rows = baseline(ctx.spark, str(sample), str(work / f"baseline-{people}"))
+        crm_s = sum(v for s, m, v in run_stage_metrics(ctx, "standardize") if m == "seconds" and s.startswith("crm"))
+        row["baseline_crm"] = {"seconds": round(base_s, 1), "rows": base_rows}
+        row["standardize_crm_vs_plain_spark"] = round(crm_s / base_s, 2) if base_s else None
+        results.append(row)
+        print(json.dumps(row, indent=2), flush=True)
+    for small, big in zip(results, results[1:], strict=False):
+        growth = {s: round(big[s]["seconds"] / small[s]["seconds"], 2) for s in STAGES}
+        print(f"time growth {small['people']:,} -> {big['people']:,} people (x{big['people'] / small['people']:g}):",
+              json.dumps(growth))  # fmt: skip
+
+
+def run_stage_metrics(ctx: Context, stage: str) -> list[tuple[str, str, float]]:
+    """The latest run's (step, metric, value) of a stage, from ops.run_metrics."""
+    metrics = tables.read(ctx.spark, ctx.root, tables.RUN_METRICS).where(F.col("stage") == stage)
+    latest = metrics.agg(F.max("run_id")).first()[0]
+    return [(r["step"], r["metric"], r["value"]) for r in metrics.where(F.col("run_id") == latest).collect()]
+
+
+if __name__ == "__main__":
+    main()
