@@ -146,9 +146,9 @@ def purchases(people: DataFrame, seed: int, sample: SampleConfig, days: int) -> 
             == 1,
         }
     )
-    rows = rows.withColumn(
-        "ts", F.col("acquired_at") + F.make_interval(secs=(F.col("offset_days") * 86_400).cast("decimal(18,6)"))
-    )
+    # Past the window nothing is kept: cap the offset so a tiny rate cannot overflow the interval.
+    offset = F.least(F.col("offset_days"), F.lit(float(sample.history_days + days + 1)))
+    rows = rows.withColumn("ts", F.col("acquired_at") + F.make_interval(secs=(offset * 86_400).cast("decimal(18,6)")))
     rows = rows.where(~F.col("dead_before") & (F.col("ts") < end))
     both = F.col("account_id").isNotNull() & F.col("loyalty_id").isNotNull()
     channel = (
