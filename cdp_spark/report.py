@@ -31,12 +31,18 @@ class RunReport:
 
     def markdown(self) -> str:
         finished = datetime.now(UTC)
-        ok = all(o.status == "ok" for o in self.outcomes)
+        failed = [o.name for o in self.outcomes if o.status == "failed"]
+        unbuilt = [o.name for o in self.outcomes if o.status.startswith("not built")]
+        if failed:
+            verdict = f"**{failed[0]} failed**; rerun `cdp-spark run` to resume."
+        elif unbuilt:
+            verdict = f"**every built stage succeeded**; {', '.join(unbuilt)} not built yet."
+        else:
+            verdict = "**all stages succeeded**."
         lines = [
             f"# cdp-spark run {self.run_id}",
             "",
-            f"Started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, finished {finished:%H:%M:%S} UTC: "
-            + ("**all stages succeeded**." if ok else "**failed**; rerun `cdp-spark run` to resume."),
+            f"Started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, finished {finished:%H:%M:%S} UTC: {verdict}",
             "",
             "| stage | status | seconds | " + " | ".join(_SUMMARY) + " |",
             "| --- | --- | ---: | " + " | ".join("---:" for _ in _SUMMARY) + " |",

@@ -1,0 +1,39 @@
+"""The run report: a summary row per stage with totals, a verdict, and every metric in detail."""
+
+from __future__ import annotations
+
+from cdp_spark.ops import StageRun
+from cdp_spark.report import RunReport, StageOutcome
+
+
+def ingest_run() -> StageRun:
+    run = StageRun(stage="ingest", run_id="r1")
+    run.record("ingest crm", "rows_read", 10)
+    run.record("ingest crm", "rows_written", 9)
+    run.record("ingest crm", "rows_quarantined", 1)
+    run.record("ingest crm", "seconds", 1.5)
+    run.record("ingest pos", "rows_read", 5)
+    run.record("ingest pos", "rows_written", 5)
+    run.record("ingest pos", "seconds", 0.5)
+    return run
+
+
+def test_totals_verdict_and_details(tmp_path):
+    report = RunReport(run_id="r1")
+    report.add(StageOutcome("ingest", ingest_run(), "ok"))
+    report.add(StageOutcome("standardize", None, "failed", "DataQualityError: orders: expectation 'x' failed"))
+    report.add(StageOutcome("resolve", None, "not run"))
+    text = report.markdown()
+    assert "| ingest | ok | 2 | 15 | 14 | 1 |" in text
+    assert "**standardize failed**; rerun `cdp-spark run` to resume." in text
+    assert "Error: `DataQualityError: orders: expectation 'x' failed`" in text
+    assert "| ingest pos | rows_written | 5 |" in text
+    path = report.write(str(tmp_path))
+    assert path.read_text() == (tmp_path / "latest-run.md").read_text()
+
+
+def test_unbuilt_stages_are_named_not_failed():
+    report = RunReport(run_id="r2")
+    report.add(StageOutcome("ingest", ingest_run(), "ok"))
+    report.add(StageOutcome("profiles", None, "not built yet (issue #5)"))
+    assert "**every built stage succeeded**; profiles not built yet." in report.markdown()
