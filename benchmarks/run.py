@@ -27,8 +27,10 @@ STAGES = ["ingest", "standardize", "resolve"]
 
 
 def rows_in(run, stage: str) -> float:
-    metric = {"ingest": "rows_read", "standardize": "rows_read", "resolve": "records"}[stage]
-    return sum(v for _, m, v in run.metrics if m == metric and v is not None)
+    """Rows the stage consumed: rows read by ingest/standardize, silver customer records by resolve."""
+    if stage == "resolve":
+        return sum(v for step, m, v in run.metrics if step == "read silver" and m == "records")
+    return sum(v for _, m, v in run.metrics if m == "rows_read" and v is not None)
 
 
 def baseline(spark, sample: str, out: str) -> tuple[float, int]:
