@@ -71,7 +71,7 @@ STAGES: dict[str, Stage] = {
         Stage("ingest", "sources -> bronze, incrementally", "cdp_spark.ingest.job:run"),
         Stage("standardize", "bronze -> silver: standardize, check, merge", "cdp_spark.standardize.job:run"),
         Stage("resolve", "silver -> identity graph and stable cdp_id", "cdp_spark.identity.job:run"),
-        Stage("profiles", "golden profiles, households, features", None, issue=5),
+        Stage("profiles", "golden profiles, households, features", "cdp_spark.gold.job:run"),
         Stage("train", "train churn and CLV models in MLflow", None, issue=6),
         Stage("score", "score every customer with the champion models", None, issue=6),
         Stage("segment", "segment membership with history", None, issue=7),

@@ -1,0 +1,101 @@
+"""`cdp-spark profiles`: silver + identity map -> gold.customer_profile, gold.households, gold.customer_features."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cdp_spark import tables
+from cdp_spark.config import ConfigError
+from cdp_spark.gold.features import Facts, contract_schema, customer_features, default_as_of, record_activity
+from cdp_spark.gold.households import households
+from cdp_spark.gold.profiles import golden_profiles
+from cdp_spark.gold.survivorship import load_profiles
+from cdp_spark.ops import StageRun
+from cdp_spark.pipeline import Context
+
+HOT_IDENTIFIERS_SCHEMA = "identifier string, value_hash string, records long, reason string, run_id string"
+
+
+def _comparable(df: DataFrame) -> DataFrame:
+    # Set operations refuse map columns: compare a map as its entries, sorted by key.
+    return df.select(
+        *[
+            F.array_sort(F.map_entries(F.col(f.name))).alias(f.name) if isinstance(f.dataType, T.MapType) else f.name
+            for f in df.schema.fields
+        ]
+    )
+
+
+def overwrite_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
+    """Overwrite a derived table only when its content changed (exceptAll both ways), so a rerun adds no version.
+
+    Returns 1 when written, 0 when the table already held exactly these rows.
+    """
+    spark = df.sparkSession
+    if tables.exists(spark, root, table):
+        current = tables.read(spark, root, table)
+        if sorted(current.columns) == sorted(df.columns):
+            new, old = _comparable(df.select(*current.columns)), _comparable(current)
+            if new.exceptAll(old).limit(1).count() == 0 and old.exceptAll(new).limit(1).count() == 0:
+                return 0
+    tables.overwrite(df, root, table)
+    return 1
+
+
+def _read_optional(spark: SparkSession, root: str, table: tables.Table, schema: T.StructType | str) -> DataFrame:
+    if tables.exists(spark, root, table):
+        return tables.read(spark, root, table)
+    return spark.createDataFrame([], schema)
+
+
+def _as_of(ctx: Context, facts: Facts) -> dt.date:
+    text = getattr(ctx.args, "as_of", None)
+    if not text:
+        return default_as_of(facts)
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--as-of {text!r}: expected a date YYYY-MM-DD") from None
+
+
+def run(ctx: Context, stage: StageRun) -> None:
+    spark, root = ctx.spark, ctx.root
+    config = load_profiles(ctx.config.files.profiles)
+    with stage.step("read silver") as counts:
+        facts = Facts.read(spark, root)
+        records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
+        consent = _read_optional(spark, root, tables.CONSENT, contract_schema("consent"))
+        hot = _read_optional(spark, root, tables.HOT_IDENTIFIERS, HOT_IDENTIFIERS_SCHEMA)
+        counts["records"] = records.count()
+        counts["identity_records"] = facts.identity_map.count()
+    with stage.step("profiles") as counts:
+        activity = record_activity(facts)
+        profile = golden_profiles(records, facts.identity_map, consent, activity, config.attributes).checkpoint()
+        counts["profiles"] = profile.count()
+        counts["cdp_ids"] = facts.identity_map.select("cdp_id").distinct().count()
+        if counts["profiles"] != counts["cdp_ids"]:
+            raise RuntimeError(
+                f"gold.customer_profile would hold {counts['profiles']} rows for {counts['cdp_ids']} cdp_ids: "
+                "exactly one per cdp_id is the contract; nothing was written"
+            )
+        counts["written"] = overwrite_if_changed(profile, root, tables.CUSTOMER_PROFILE)
+    with stage.step("households") as counts:
+        household = households(profile, hot, config.households).checkpoint()
+        sizes = household.agg(
+            F.count(F.lit(1)).alias("people"),
+            F.count_distinct("household_id").alias("households"),
+            F.count_distinct(F.when(F.col("household_size") > 1, F.col("household_id"))).alias("multi_person"),
+        ).first()
+        counts.update(sizes.asDict())
+        counts["written"] = overwrite_if_changed(household, root, tables.HOUSEHOLDS)
+    with stage.step("features") as counts:
+        as_of = _as_of(ctx, facts)
+        snapshot = customer_features(facts, as_of)
+        tables.replace_where(snapshot, root, tables.CUSTOMER_FEATURES, f"as_of = DATE'{as_of.isoformat()}'")
+        counts["rows"] = (
+            tables.read(spark, root, tables.CUSTOMER_FEATURES).where(F.col("as_of") == F.lit(as_of)).count()
+        )
