@@ -1,0 +1,1 @@
+"""Activation: consent-filtered, suppression-checked segment exports with manifests, full or delta."""

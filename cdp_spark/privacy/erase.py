@@ -1,0 +1,788 @@
+"""Right to erasure: find everything of a person in every layer and export, delete it, and keep them out.
+
+A request names a person by ``email``, ``phone``, ``cdp_id`` or ``record_id``. The erasure runs in steps
+that a rerun completes whatever the point a previous run died at:
+
+1. **plan** (``ops.erasure_plan``): each new request is resolved to its customer (silver records ->
+   ``identity_map`` -> every record of that ``cdp_id``, anonymous ``cookie:`` records included) and to
+   the identifiers those records carry, stored as SHA-256 hashes only. The plan is written before any
+   delete, because the deletes remove what it was derived from. A request that matches more than one
+   customer, or whose identifier is not valid, is refused (audited, not planned): it needs a person.
+2. **suppress** (``silver.erasure_suppression``): the hashes and ``cdp_id``, read by activation and by
+   standardize (:func:`suppressed`) so the person is never exported again and re-ingested files do not
+   bring them back.
+3. **delete** from every Delta table under the lakehouse: bronze rows are matched on their values
+   standardized on the fly (so raw ``JANE.DOE@Example.com`` matches); silver, gold and ops tables on
+   their ``cdp_id`` / record-id / identifier columns. Deletes are idempotent.
+4. **exports**: every export file that holds the person is rewritten without them and its manifest's
+   checksum and counts are updated.
+5. **complete**: the requests are marked done; a rerun then does nothing.
+
+Shared identifiers (a household phone) are not the person's own: an email, phone, loyalty or account id
+is erased by value only when no other customer's record carries it. Rows of other customers are never
+deleted. ``ops.audit_log`` gets one row per request and table with the rows deleted, never a value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cdp_spark import tables
+from cdp_spark.activation.export import MANIFEST, LakeFiles, audit_rows, read_export_file
+from cdp_spark.activation.hashing import identifier_hash
+from cdp_spark.config import ConfigError
+from cdp_spark.ingest.sources import SourceConfig, SourcesConfig
+from cdp_spark.standardize.emails import normalize_email
+from cdp_spark.standardize.phones import phone_e164
+from cdp_spark.standardize.rules import StandardizeRules
+from cdp_spark.standardize.silver import SILVER, standardize_rows, with_keys
+
+log = logging.getLogger("cdp_spark")
+
+
+REQUEST_TYPES = ("email", "phone", "cdp_id", "record_id")
+# What a plan row's hash is of: the person's own identifiers, their record ids, the source keys of those
+# records (the part after "<source>:", for raw quarantined rows) and their cdp_id.
+KINDS = ("email", "phone", "loyalty_id", "account_id", "record_id", "record_key", "cdp_id")
+
+PLAN_SCHEMA = T.StructType(
+    [
+        T.StructField("request_id", T.StringType(), False),
+        T.StructField("requested_by", T.StringType(), True),
+        T.StructField("kind", T.StringType(), False),
+        T.StructField("value_hash", T.StringType(), False),
+        T.StructField("cdp_id", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("planned_at", T.TimestampType(), False),
+        T.StructField("completed_at", T.TimestampType(), True),
+    ]
+)
+
+# Column name -> kind, for every silver/gold/ops table: the columns that say whose a row is.
+PERSON_COLUMNS = {
+    "cdp_id": "cdp_id",
+    "record_id": "record_id",
+    "src_record_id": "record_id",
+    "dst_record_id": "record_id",
+    "email": "email",
+    "phone": "phone",
+    "loyalty_id": "loyalty_id",
+    "account_id": "account_id",
+}
+# Erasure bookkeeping (hashes only, by design) and run logs without personal data.
+NOT_ERASED = {
+    tables.ERASURE_PLAN.full_name,
+    tables.ERASURE_SUPPRESSION.full_name,
+    "ops.audit_log",
+    "ops.run_metrics",
+    "ops.dq_metrics",
+}
+BRONZE_ID_COLUMNS = {"loyalty_id": "loyalty_id", "account_id": "account_id", "user_id": "account_id"}
+
+
+# --------------------------------------------------------------------------------------------
+# Requests and the plan
+# --------------------------------------------------------------------------------------------
+
+
+def read_requests(spark: SparkSession, path: str) -> DataFrame:
+    """Read a CSV (header) or JSON-lines requests file and check it.
+
+    Out: ``request_id`` (given, or derived from the identifier), ``requested_by``, ``identifier_type``,
+    ``value``. Raises ConfigError naming the file for missing columns or unknown identifier types.
+    """
+    # Everything as text: a phone written as a JSON number must not lose its leading zeros or '+'.
+    reader = spark.read.option("header", "true") if path.lower().endswith(".csv") else spark.read
+    raw = reader.csv(path) if path.lower().endswith(".csv") else reader.option("primitivesAsString", "true").json(path)
+    columns = {c.lower(): c for c in raw.columns}
+    missing = [c for c in ("identifier_type", "value") if c not in columns]
+    if missing:
+        raise ConfigError(
+            f"{path}: missing column(s) {missing}; expected identifier_type, value, [request_id, requested_by]"
+        )
+
+    def text(name: str) -> Column:
+        return F.trim(F.col(f"`{columns[name]}`").cast("string")) if name in columns else F.lit(None).cast("string")
+
+    identifier_type, value = F.lower(text("identifier_type")), text("value")
+    requests = raw.select(
+        F.coalesce(
+            F.nullif(text("request_id"), F.lit("")),
+            F.concat(F.lit("req-"), F.substring(F.sha2(F.concat_ws("|", identifier_type, value), 256), 1, 16)),
+        ).alias("request_id"),
+        F.nullif(text("requested_by"), F.lit("")).alias("requested_by"),
+        identifier_type.alias("identifier_type"),
+        value.alias("value"),
+    ).where(F.col("value").isNotNull() | F.col("identifier_type").isNotNull())
+    bad = requests.where(~F.coalesce(F.col("identifier_type").isin(*REQUEST_TYPES), F.lit(False)))
+    bad_rows = bad.select("request_id", "identifier_type").limit(5).collect()
+    if bad_rows:
+        listed = ", ".join(f"{r['request_id']}: {r['identifier_type']!r}" for r in bad_rows)
+        raise ConfigError(f"{path}: identifier_type must be one of {', '.join(REQUEST_TYPES)}; got {listed}")
+    return requests
+
+
+def normalize_requests(requests: DataFrame, rules: StandardizeRules) -> DataFrame:
+    """Add ``normalized``: the identifier as silver stores it (canonical email, E.164 phone), null if invalid."""
+    value = F.col("value")
+    return requests.withColumn(
+        "normalized",
+        F.when(F.col("identifier_type") == "email", normalize_email(value, rules.emails))
+        .when(F.col("identifier_type") == "phone", phone_e164(value, rules.phones))
+        .otherwise(F.nullif(F.trim(value), F.lit(""))),
+    )
+
+
+def plan_requests(requests: DataFrame, records: DataFrame, identity_map: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Resolve normalized requests to the hashes of everything that identifies each person.
+
+    In: ``requests`` from :func:`normalize_requests`; ``silver.customer_records``; ``silver.identity_map``.
+    Out: (plan: ``request_id, requested_by, kind, value_hash, cdp_id``; refused: ``request_id,
+    requested_by, reason``). Identifiers carried by a record outside the erased people are left out.
+
+    Requests and everything derived per request are small (one row per request, record or identifier of the
+    people to erase): they are materialized as they are built, so the plan below stays shallow instead of
+    re-deriving (and re-optimizing) the request tree at every reuse.
+    """
+    requests = requests.localCheckpoint()
+    invalid = requests.where(F.col("normalized").isNull()).select(
+        "request_id", "requested_by", F.concat(F.lit("not a valid "), F.col("identifier_type")).alias("reason")
+    )
+    valid = requests.join(invalid.select("request_id"), "request_id", "left_anti")
+    ids = identity_map.select("record_id", "cdp_id")
+    known_records = records.select("record_id").unionByName(ids.select("record_id")).distinct()
+    by = {t: valid.where(F.col("identifier_type") == t).select("request_id", "normalized") for t in REQUEST_TYPES}
+    seed_records = (
+        by["email"]
+        .join(records, F.col("normalized") == F.col("email"))
+        .select("request_id", "record_id")
+        .unionByName(by["phone"].join(records, F.col("normalized") == F.col("phone")).select("request_id", "record_id"))
+        .unionByName(
+            by["record_id"]
+            .join(known_records, F.col("normalized") == F.col("record_id"))
+            .select("request_id", "record_id")
+        )
+    ).localCheckpoint()
+    seed_people = (
+        seed_records.join(ids, "record_id")
+        .select("request_id", "cdp_id")
+        .unionByName(by["cdp_id"].select("request_id", F.col("normalized").alias("cdp_id")))
+        .distinct()
+    )
+    people = (
+        seed_people.groupBy("request_id")
+        .agg(F.count("*").alias("people"), F.first("cdp_id").alias("cdp_id"))
+        .localCheckpoint()
+    )
+    ambiguous = (
+        valid.select("request_id", "requested_by")
+        .distinct()
+        .join(people.where("people > 1"), "request_id")
+        .select(
+            "request_id",
+            "requested_by",
+            F.concat(F.lit("identifier matches "), F.col("people"), F.lit(" customers")).alias("reason"),
+        )
+    )
+    refused = invalid.unionByName(ambiguous).distinct().localCheckpoint()
+    accepted = valid.join(refused.select("request_id"), "request_id", "left_anti")
+    person = people.where("people = 1").select("request_id", "cdp_id")
+    person_records = (
+        seed_records.join(refused.select("request_id"), "request_id", "left_anti")
+        .unionByName(person.join(ids, "cdp_id").select("request_id", "record_id"))
+        .distinct()
+        .localCheckpoint()
+    )
+    values = person_records.join(records, "record_id").select(
+        "request_id",
+        F.explode(
+            F.array(
+                *[
+                    F.struct(F.lit(kind).alias("kind"), F.col(kind).cast("string").alias("value"))
+                    for kind in ("email", "phone", "loyalty_id", "account_id")
+                ]
+            )
+        ).alias("v"),
+    )
+    own = values.select("request_id", "v.kind", "v.value").where(F.col("value").isNotNull())
+    erased = person_records.select("record_id").distinct()
+    others = records.join(erased, "record_id", "left_anti")
+    shared = (
+        others.select(
+            F.explode(
+                F.array(
+                    *[
+                        F.struct(F.lit(kind).alias("kind"), F.col(kind).cast("string").alias("value"))
+                        for kind in ("email", "phone", "loyalty_id", "account_id")
+                    ]
+                )
+            ).alias("v")
+        )
+        .select("v.kind", "v.value")
+        .where(F.col("value").isNotNull())
+        .distinct()
+    )
+    exclusive = own.join(shared, ["kind", "value"], "left_anti")
+    requested = accepted.select(
+        "request_id", F.col("identifier_type").alias("kind"), F.col("normalized").alias("value")
+    )
+    record_rows = person_records.select(
+        "request_id", F.lit("record_id").alias("kind"), F.col("record_id").alias("value")
+    )
+    key_rows = person_records.where(F.col("record_id").contains(":")).select(
+        "request_id",
+        F.lit("record_key").alias("kind"),
+        F.expr("substring(record_id, instr(record_id, ':') + 1)").alias("value"),
+    )
+    cdp_rows = person.select("request_id", F.lit("cdp_id").alias("kind"), F.col("cdp_id").alias("value"))
+    values = exclusive.unionByName(requested).unionByName(record_rows).unionByName(key_rows).unionByName(cdp_rows)
+    value_hash = F.lit(None).cast("string")
+    for kind in KINDS:
+        value_hash = F.when(F.col("kind") == kind, identifier_hash(kind, F.col("value"))).otherwise(value_hash)
+    requesters = accepted.groupBy("request_id").agg(F.max("requested_by").alias("requested_by"))
+    plan = (
+        values.withColumn("value_hash", value_hash)
+        .where(F.col("value_hash").isNotNull())
+        .select("request_id", "kind", "value_hash")
+        .distinct()
+        .join(requesters, "request_id")
+        .join(person, "request_id", "left")
+        .select("request_id", "requested_by", "kind", "value_hash", "cdp_id")
+    )
+    return plan, refused
+
+
+# --------------------------------------------------------------------------------------------
+# Suppression: what ingest/standardize and activation consult
+# --------------------------------------------------------------------------------------------
+
+
+def suppressed(records: DataFrame, suppression: DataFrame) -> DataFrame:
+    """Drop rows of erased people: those whose record id, email or phone (standardized) is on the list.
+
+    The hook standardize calls before its MERGE. In: any silver-shaped rows (uses whichever of ``record_id``,
+    ``email``, ``phone``, ``identifier_type``+``identifier`` exist); ``silver.erasure_suppression``.
+    Out: the same columns, minus suppressed rows.
+    """
+    checks: list[tuple[str, Column]] = []
+    for column in ("record_id", "email", "phone"):
+        if column in records.columns:
+            checks.append((column, identifier_hash(column, F.col(column))))
+    if {"identifier_type", "identifier"} <= set(records.columns):
+        for kind in ("email", "phone"):
+            value = F.when(F.lower(F.col("identifier_type")) == kind, F.col("identifier"))
+            checks.append((kind, identifier_hash(kind, value)))
+    out = records
+    for kind, hashed in checks:
+        hashes = suppression.where(F.col("kind") == kind).select(F.col("value_hash").alias("_suppressed")).distinct()
+        out = out.withColumn("_suppressed", hashed).join(hashes, "_suppressed", "left_anti").drop("_suppressed")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Matching rows of a table
+# --------------------------------------------------------------------------------------------
+
+
+def _hash_of(kind: str, value: Column, hashed: bool) -> Column:
+    return value if hashed else identifier_hash(kind, value)
+
+
+def _predicate(spec: list[tuple[str, Column, bool]], hashes: dict[str, list[str]]) -> Column | None:
+    """True for rows where any (kind, column) of ``spec`` hashes to a planned hash of that kind."""
+    terms = [
+        F.coalesce(_hash_of(kind, value, hashed).isin(hashes[kind]), F.lit(False))
+        for kind, value, hashed in spec
+        if hashes.get(kind)
+    ]
+    if not terms:
+        return None
+    out = terms[0]
+    for term in terms[1:]:
+        out = out | term
+    return out
+
+
+def _attribute(matched: DataFrame, spec: list[tuple[str, Column, bool]], plan: DataFrame) -> dict[str, int]:
+    """Rows per request among ``matched`` (rows carrying ``_row``): which request's hashes each row matched."""
+    candidates = matched.select(
+        "_row",
+        F.explode(
+            F.array(
+                *[
+                    F.struct(F.lit(kind).alias("kind"), _hash_of(kind, value, hashed).alias("value_hash"))
+                    for kind, value, hashed in spec
+                ]
+            )
+        ).alias("c"),
+    ).select("_row", "c.kind", "c.value_hash")
+    pairs = candidates.join(F.broadcast(plan.select("kind", "value_hash", "request_id")), ["kind", "value_hash"])
+    counted = pairs.groupBy("request_id").agg(F.countDistinct("_row").alias("rows")).collect()
+    return {r["request_id"]: r["rows"] for r in counted}
+
+
+def person_spec(columns: list[str]) -> list[tuple[str, Column, bool]]:
+    """The (kind, column, already hashed) triples that say whose a row of a silver/gold/ops table is."""
+    spec = [(kind, F.col(f"`{c}`"), False) for c, kind in PERSON_COLUMNS.items() if c in columns]
+    if {"identifier_type", "identifier"} <= set(columns):
+        for kind in ("email", "phone"):
+            spec.append((kind, F.when(F.lower(F.col("identifier_type")) == kind, F.col("identifier")), False))
+    return spec
+
+
+def row_fingerprint(columns: list[str]) -> Column:
+    """SHA-256 of a whole row: the key of tables with no key (bronze, quarantine)."""
+    return F.sha2(F.to_json(F.struct(*[F.col(f"`{c}`").alias(c) for c in columns])), 256)
+
+
+# Bronze: the source's own silver mapping, standardized, says which values a raw row carries.
+
+
+def _mapped(bronze: DataFrame, source: SourceConfig, target_index: int) -> DataFrame:
+    target = source.silver[target_index]
+    present = {c.lower() for c in bronze.columns}
+
+    def expression(sql: str) -> Column:
+        if sql.replace("_", "a").isalnum() and sql.lower() not in present:
+            return F.lit(None).cast("string")
+        return F.expr(sql)
+
+    selected = [expression(sql).alias(c) for c, sql in target.columns.items() if c != "record_id"]
+    carried = [F.col(f"`{k}`") for k in target.key if k not in target.columns]
+    rows = bronze.where(F.expr(target.where)) if target.where else bronze
+    return rows.select("_fp", *selected, *carried)
+
+
+def bronze_candidates(bronze: DataFrame, source: SourceConfig | None, rules: StandardizeRules) -> DataFrame:
+    """What each raw row says about whose it is: ``_fp, kind, value_hash`` (several rows per bronze row).
+
+    In: a bronze table. With its source config, every silver mapping of the source is applied and
+    standardized exactly as standardize does, giving record ids and standardized identifiers. A bronze
+    table with no source in config (a retired source) is matched on columns named email, phone,
+    loyalty_id, account_id or user_id.
+    """
+    columns = bronze.columns
+    if source is not None:
+        present = {c.lower() for c in columns}
+        declared = {c: F.lit(None).cast(t) for c, t in source.schema_hints.items() if c.lower() not in present}
+        bronze = bronze.withColumns(declared) if declared else bronze
+    with_fp = bronze.withColumn("_fp", row_fingerprint(columns))
+    parts: list[DataFrame] = []
+    if source is not None and source.silver:
+        for i, target in enumerate(source.silver):
+            keyed = with_keys(standardize_rows(_mapped(with_fp, source, i), target.table, rules), source.name, target)
+            spec = [(k, F.col(k), False) for k in ("record_id", "email", "phone", "loyalty_id", "account_id")]
+            spec = [s for s in spec if s[0] in keyed.columns and s[0] in SILVER[target.table].columns]
+            if target.table == "consent":
+                spec += person_spec(["identifier_type", "identifier"])
+            parts.append(_candidates(keyed, spec))
+    else:
+        spec = []
+        if "email" in columns:
+            spec.append(("email", normalize_email(F.col("email").cast("string"), rules.emails), False))
+        if "phone" in columns:
+            spec.append(("phone", phone_e164(F.col("phone").cast("string"), rules.phones), False))
+        spec += [
+            (kind, F.trim(F.col(c).cast("string")), False) for c, kind in BRONZE_ID_COLUMNS.items() if c in columns
+        ]
+        if spec:
+            parts.append(_candidates(with_fp, spec))
+    if not parts:
+        return bronze.sparkSession.createDataFrame([], "_fp string, kind string, value_hash string")
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+def _candidates(df: DataFrame, spec: list[tuple[str, Column, bool]]) -> DataFrame:
+    return (
+        df.select(
+            "_fp",
+            F.explode(
+                F.array(
+                    *[
+                        F.struct(F.lit(kind).alias("kind"), _hash_of(kind, value, hashed).alias("value_hash"))
+                        for kind, value, hashed in spec
+                    ]
+                )
+            ).alias("c"),
+        )
+        .select("_fp", "c.kind", "c.value_hash")
+        .where(F.col("value_hash").isNotNull())
+    )
+
+
+def quarantine_candidates(quarantine: DataFrame, rules: StandardizeRules) -> DataFrame:
+    """``_fp, kind, value_hash`` for rejected rows: their key, and every value of their raw text.
+
+    The raw text is a JSON object (rejected by an expectation) or a raw line (malformed at ingest);
+    each value or field is tried as an email, a phone, a source key and a loyalty or account id.
+    """
+    columns = quarantine.columns
+    as_json = F.from_json("raw", "map<string,string>")
+    tokens = F.when(as_json.isNotNull(), F.map_values(as_json)).otherwise(F.split(F.col("raw"), r"[,;|\t]"))
+    rows = quarantine.select(row_fingerprint(columns).alias("_fp"), "record_key", F.explode(tokens).alias("token"))
+    token = F.trim(F.regexp_replace("token", '^"|"$', ""))
+    rows = rows.withColumn("token", F.nullif(token, F.lit("")))
+    phone_like = F.when(F.regexp_replace("token", r"[^0-9]", "").rlike(r"^\d{7,15}$"), F.col("token"))
+    spec = [
+        ("record_id", F.col("record_key"), False),
+        ("email", normalize_email(F.col("token"), rules.emails), False),
+        ("phone", phone_e164(phone_like, rules.phones), False),
+        ("record_key", F.col("token"), False),
+        ("loyalty_id", F.col("token"), False),
+        ("account_id", F.col("token"), False),
+    ]
+    return _candidates(rows, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# The erasure run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Erasure:
+    """One erasure run's context: where, which plan, and the audit rows collected so far."""
+
+    spark: SparkSession
+    root: str
+    run_id: str
+    plan: DataFrame  # the pending plan rows
+    hashes: dict[str, list[str]]
+    requesters: dict[str, str | None]
+    audit: list[tuple]
+
+    def record(self, table: str, per_request: dict[str, int], **details: object) -> None:
+        for request_id, rows in sorted(per_request.items()):
+            info = {"requested_by": self.requesters.get(request_id), **details}
+            self.audit.append((self.run_id, "erase", request_id, table, rows, json.dumps(info, sort_keys=True)))
+
+
+def delta_tables(spark: SparkSession, root: str) -> list[tables.Table]:
+    """Every Delta table under the lakehouse root, as ``<layer>/<name>`` folders with a transaction log."""
+    files = LakeFiles(spark)
+    found = []
+    for layer in files.names(root):
+        if layer.startswith(("_", ".")):
+            continue
+        for name in files.names(f"{root.rstrip('/')}/{layer}"):
+            table = tables.Table(layer, name)
+            if files.exists(f"{table.path(root)}/_delta_log"):
+                found.append(table)
+    return found
+
+
+def erase_by_predicate(job: Erasure, table: tables.Table) -> int:
+    """Delete the rows of a silver/gold/ops table whose person columns match the plan; returns rows deleted."""
+    spark, path = job.spark, table.path(job.root)
+    df = spark.read.format("delta").load(path)
+    spec = person_spec(df.columns)
+    predicate = _predicate(spec, job.hashes)
+    if predicate is None:
+        return 0
+    matched = df.where(predicate).withColumn("_row", F.monotonically_increasing_id()).persist()
+    try:
+        n = matched.count()
+        if n == 0:
+            return 0
+        job.record(table.full_name, _attribute(matched, spec, job.plan))
+        DeltaTable.forPath(spark, path).delete(predicate)
+        return n
+    finally:
+        matched.unpersist()
+
+
+def erase_by_fingerprint(job: Erasure, table: tables.Table, candidates: DataFrame) -> int:
+    """Delete the rows whose fingerprint (``_fp``) has a candidate value in the plan; returns rows deleted."""
+    spark, path = job.spark, table.path(job.root)
+    plan = F.broadcast(job.plan.select("kind", "value_hash", "request_id"))
+    pairs = candidates.join(plan, ["kind", "value_hash"]).select("_fp", "request_id").distinct().persist()
+    try:
+        per_request = {
+            r["request_id"]: r["rows"] for r in pairs.groupBy("request_id").agg(F.count("*").alias("rows")).collect()
+        }
+        fingerprints = [r["_fp"] for r in pairs.select("_fp").distinct().collect()]
+    finally:
+        pairs.unpersist()
+    if not fingerprints:
+        return 0
+    df = spark.read.format("delta").load(path)
+    condition = row_fingerprint(df.columns).isin(fingerprints)
+    n = df.where(condition).count()
+    job.record(table.full_name, per_request)
+    DeltaTable.forPath(spark, path).delete(condition)
+    return n
+
+
+def erase_table(job: Erasure, table: tables.Table, sources: SourcesConfig | None) -> int:
+    """Erase the plan's people from one table, by the rule for its layer; returns rows deleted."""
+    if table.full_name in NOT_ERASED:
+        return 0
+    spark = job.spark
+    rules = sources.standardize if sources is not None else StandardizeRules()
+    if table.layer == "bronze":
+        source = next((s for s in sources.sources if s.name == table.name), None) if sources else None
+        bronze = spark.read.format("delta").load(table.path(job.root))
+        return erase_by_fingerprint(job, table, bronze_candidates(bronze, source, rules))
+    if table.full_name == tables.QUARANTINE.full_name:
+        quarantine = spark.read.format("delta").load(table.path(job.root))
+        return erase_by_fingerprint(job, table, quarantine_candidates(quarantine, rules))
+    return erase_by_predicate(job, table)
+
+
+# Exports ------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = {
+    "cdp_id": ("cdp_id", False),
+    "email": ("email", False),
+    "phone": ("phone", False),
+    "email_sha256": ("email", True),
+    "phone_sha256": ("phone", True),
+}
+
+
+def export_folders(spark: SparkSession, root: str) -> list[str]:
+    """Folders of every export ever written, from the ``export`` rows of ``ops.audit_log``."""
+    if not tables.exists(spark, root, tables.AUDIT_LOG):
+        return []
+    rows = (
+        tables.read(spark, root, tables.AUDIT_LOG)
+        .where(F.col("action") == "export")
+        .select(F.get_json_object("details", "$.folder").alias("folder"))
+        .where(F.col("folder").isNotNull())
+        .distinct()
+        .collect()
+    )
+    return sorted(r["folder"] for r in rows)
+
+
+def _replace_file(spark: SparkSession, kept: DataFrame, path: str, file_format: str) -> None:
+    """Write ``kept`` as one file at ``path``, via a temporary folder next to it (see :func:`_finish_replace`)."""
+    files = LakeFiles(spark)
+    tmp = _tmp_folder(path)
+    writer = kept.coalesce(1).write.mode("overwrite").format("json" if file_format == "jsonl" else file_format)
+    if file_format == "csv":
+        writer = writer.option("header", "true")
+    writer.save(tmp)
+    _finish_replace(files, path)
+
+
+def _tmp_folder(path: str) -> str:
+    folder, _, name = path.rpartition("/")
+    return f"{folder}/_erase_tmp_{name}"
+
+
+def _finish_replace(files: LakeFiles, path: str) -> bool:
+    """Move the rewritten file over the original; also completes a replacement a crash interrupted."""
+    tmp = _tmp_folder(path)
+    parts = [n for n in files.names(tmp) if n.startswith("part-")]
+    if not parts:
+        files.delete(tmp)
+        return False
+    files.delete(path)
+    files.rename(f"{tmp}/{parts[0]}", path)
+    files.delete(tmp)
+    return True
+
+
+def erase_exports(job: Erasure) -> int:
+    """Rewrite every export file that holds a planned person without them; update manifests. Returns rows removed."""
+    spark, files = job.spark, LakeFiles(job.spark)
+    removed_total = 0
+    for folder in export_folders(spark, job.root):
+        manifest_path = f"{folder}/{MANIFEST}"
+        if not files.exists(manifest_path):
+            continue  # an export that never finished holds nothing a consumer could have received
+        manifest = json.loads(files.read_text(manifest_path))
+        changed = False
+        removed_adds = 0
+        for entry in manifest["files"]:
+            path = f"{folder}/{entry['name']}"
+            if _finish_replace(files, path):
+                changed = True
+            df = read_export_file(spark, path, manifest["format"], manifest.get("columns"))
+            spec = [(kind, F.col(f"`{c}`"), hashed) for c, (kind, hashed) in EXPORT_COLUMNS.items() if c in df.columns]
+            predicate = _predicate(spec, job.hashes)
+            if predicate is not None:
+                matched = df.where(predicate).withColumn("_row", F.monotonically_increasing_id())
+                per_request = _attribute(matched, spec, job.plan)
+                if per_request:
+                    kept = df.where(~predicate)
+                    _replace_file(spark, kept, path, manifest["format"])
+                    job.record(f"export {manifest['destination']}/{manifest['export_id']}/{entry['name']}", per_request)
+                    changed = True
+            checksum = files.sha256(path)
+            if checksum != entry["sha256"]:
+                rows = read_export_file(spark, path, manifest["format"], manifest.get("columns")).count()
+                removed = entry["rows"] - rows
+                removed_total += removed
+                if entry["kind"] in ("members", "adds"):
+                    removed_adds += removed
+                entry.update(rows=rows, sha256=checksum)
+                changed = True
+        if changed:
+            counts = manifest["counts"]
+            counts["adds"] = sum(e["rows"] for e in manifest["files"] if e["kind"] in ("members", "adds"))
+            counts["removes"] = sum(e["rows"] for e in manifest["files"] if e["kind"] == "removes")
+            counts["total"] = max(0, counts["total"] - removed_adds)
+            manifest.setdefault("amended_by_erasure", []).append(job.run_id)
+            files.write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return removed_total
+
+
+# The run -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErasureSummary:
+    requests: int
+    already_done: int
+    refused: int
+    planned: int
+    rows_deleted: int
+    export_rows_removed: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def plan_new_requests(
+    spark: SparkSession, root: str, requests: DataFrame, rules: StandardizeRules, run_id: str
+) -> tuple[int, int, list[tuple]]:
+    """Plan the requests not planned before; returns (requests already completed, refused, their audit rows)."""
+    existing = (
+        tables.read(spark, root, tables.ERASURE_PLAN)
+        if tables.exists(spark, root, tables.ERASURE_PLAN)
+        else spark.createDataFrame([], PLAN_SCHEMA)
+    )
+    done = {
+        r["request_id"]
+        for r in existing.where(F.col("completed_at").isNotNull()).select("request_id").distinct().collect()
+    }
+    planned = {r["request_id"] for r in existing.select("request_id").distinct().collect()}
+    ids = {r["request_id"] for r in requests.select("request_id").distinct().collect()}
+    new = requests.where(~F.col("request_id").isin(sorted(planned))) if planned else requests
+    audit: list[tuple] = []
+    refused_count = 0
+    if ids - planned:
+        records = _read_or_empty(
+            spark,
+            root,
+            tables.CUSTOMER_RECORDS,
+            "record_id string, email string, phone string, loyalty_id string, account_id string",
+        )
+        identity_map = _read_or_empty(spark, root, tables.IDENTITY_MAP, "record_id string, cdp_id string")
+        plan, refused = plan_requests(normalize_requests(new, rules), records, identity_map)
+        refused_rows = refused.collect()
+        refused_count = len(refused_rows)
+        for r in refused_rows:
+            details = json.dumps({"requested_by": r["requested_by"], "status": "refused", "reason": r["reason"]})
+            audit.append((run_id, "erase", r["request_id"], None, 0, details))
+        now = _now()
+        plan = plan.select(
+            "*",
+            F.lit(run_id).alias("run_id"),
+            F.lit(now).cast("timestamp").alias("planned_at"),
+            F.lit(None).cast("timestamp").alias("completed_at"),
+        )
+        tables.upsert(
+            spark.createDataFrame(plan.collect(), PLAN_SCHEMA),
+            root,
+            tables.ERASURE_PLAN,
+            ["request_id", "kind", "value_hash"],
+        )
+    return len(ids & done), refused_count, audit
+
+
+def _read_or_empty(spark: SparkSession, root: str, table: tables.Table, schema: str) -> DataFrame:
+    return tables.read(spark, root, table) if tables.exists(spark, root, table) else spark.createDataFrame([], schema)
+
+
+def erase(
+    spark: SparkSession,
+    root: str,
+    requests: DataFrame,
+    sources: SourcesConfig | None,
+    run_id: str,
+    step=None,  # noqa: ANN001 - StageRun.step, optional so the library runs without a stage
+) -> ErasureSummary:
+    """Run (or complete) the erasure of ``requests`` and of any request a failed run left pending."""
+    rules = sources.standardize if sources is not None else StandardizeRules()
+    audit: list[tuple] = []
+    try:
+        already, refused, refused_audit = plan_new_requests(spark, root, requests, rules, run_id)
+        audit += refused_audit
+        if not tables.exists(spark, root, tables.ERASURE_PLAN):
+            return ErasureSummary(requests.count(), already, refused, 0, 0, 0)
+        pending = tables.read(spark, root, tables.ERASURE_PLAN).where(F.col("completed_at").isNull()).persist()
+        pending_rows = pending.select("request_id", "requested_by", "kind", "value_hash", "cdp_id").collect()
+        if not pending_rows:
+            return ErasureSummary(requests.count(), already, refused, 0, 0, 0)
+        hashes: dict[str, list[str]] = {}
+        for r in pending_rows:
+            hashes.setdefault(r["kind"], []).append(r["value_hash"])
+        requesters = {r["request_id"]: r["requested_by"] for r in pending_rows}
+        plan = spark.createDataFrame(
+            pending_rows, "request_id string, requested_by string, kind string, value_hash string, cdp_id string"
+        )
+        job = Erasure(spark, root, run_id, plan, hashes, requesters, audit)
+        _suppress(
+            spark,
+            root,
+            plan.select(
+                "kind",
+                "value_hash",
+                "cdp_id",
+                "request_id",
+                F.lit(run_id).alias("run_id"),
+                F.lit(_now()).cast("timestamp").alias("suppressed_at"),
+            ).dropDuplicates(["kind", "value_hash"]),
+        )
+        deleted = 0
+        for table in _erasure_order(delta_tables(spark, root)):
+            n = erase_table(job, table, sources)
+            deleted += n
+            if n:
+                log.info("[erase] %s: %d row(s) deleted", table.full_name, n)
+        export_rows = erase_exports(job)
+        request_ids = sorted(requesters)
+        for request_id in request_ids:
+            details = {"requested_by": requesters[request_id], "status": "completed"}
+            audit.append((run_id, "erase", request_id, None, None, json.dumps(details, sort_keys=True)))
+        DeltaTable.forPath(spark, tables.ERASURE_PLAN.path(root)).update(
+            condition=F.col("request_id").isin(request_ids) & F.col("completed_at").isNull(),
+            set={"completed_at": F.lit(_now()).cast("timestamp")},
+        )
+        pending.unpersist()
+        return ErasureSummary(requests.count(), already, refused, len(request_ids), deleted, export_rows)
+    finally:
+        # Written even when a step fails: the deletes done so far are audited.
+        if audit:
+            tables.append(audit_rows(spark, audit), root, tables.AUDIT_LOG)
+
+
+def _suppress(spark: SparkSession, root: str, suppression: DataFrame) -> None:
+    """Add the plan's hashes to the suppression list; hashes already there keep their first request."""
+    if tables.exists(spark, root, tables.ERASURE_SUPPRESSION):
+        listed = tables.read(spark, root, tables.ERASURE_SUPPRESSION).select("kind", "value_hash")
+        suppression = suppression.join(listed, ["kind", "value_hash"], "left_anti")
+    rows = suppression.collect()
+    if rows:
+        tables.append(spark.createDataFrame(rows, suppression.schema), root, tables.ERASURE_SUPPRESSION)
+
+
+def _erasure_order(found: list[tables.Table]) -> list[tables.Table]:
+    """Bronze first, then silver, gold, ops, others: downstream tables still exist if a run dies half way."""
+    rank = {"bronze": 0, "silver": 1, "gold": 2, "ops": 3}
+    return sorted(found, key=lambda t: (rank.get(t.layer, 4), t.name))

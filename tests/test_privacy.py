@@ -1,0 +1,548 @@
+"""Right to erasure (plan, suppression, every layer and export) and the retention step that purges old versions."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from cdp_spark import tables
+from cdp_spark.activation import job as activation_job
+from cdp_spark.config import CdpConfig, ConfigError, StageFiles
+from cdp_spark.ops import StageRun
+from cdp_spark.pipeline import Context
+from cdp_spark.privacy import job as privacy_job
+from cdp_spark.privacy.erase import (
+    delta_tables,
+    normalize_requests,
+    plan_requests,
+    read_requests,
+    suppressed,
+)
+from cdp_spark.standardize.rules import StandardizeRules
+
+T = date(2026, 2, 28)
+NOW = datetime(2026, 2, 27, 12, 0)
+JANE_CDP, BOB_CDP = "cdp-7f3a", "cdp-91bc"
+# sha256 of Jane's normalized email and own phone, computed once with hashlib and pasted here.
+JANE_EMAIL_SHA = "86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300cc6133d"  # jane.doe@example.com
+JANE_PHONE_SHA = "cb6880e416769253645cb9c6b8989154bf66a56a77fc14c81fb1019663cbb928"  # +14155552671
+BOB_EMAIL_SHA = "5ff860bf1190596c7188ab851db691f0f3169c453936e9e1eba2f9a47f7a0018"  # bob@example.com
+HOME_PHONE_SHA = "3ad9f10d73829a714b1383221691d4dbf08484f3ceeae884f53053a1c7bb0a92"  # +16502530000, shared
+# Anything of Jane's, raw or standardized, in any case: none may survive the erasure.
+JANE_TRACES = ("jane", "4155552671", "7731", JANE_CDP, JANE_EMAIL_SHA, JANE_PHONE_SHA)
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+RECORDS_SCHEMA = (
+    "record_id string, source string, source_key string, first_name string, last_name string, email string, "
+    "phone string, address string, city string, postcode string, country string, birth_date date, "
+    "loyalty_id string, account_id string, updated_at timestamp"
+)
+
+
+def records(spark):
+    rows = [
+        ("crm:CUST-JANE-7731", "crm", "CUST-JANE-7731", "jane", "doe", "jane.doe@example.com", "+14155552671",
+         "1 main st", "boston", "02134", "US", date(1990, 3, 4), "LOY-JANE-55", None, NOW),
+        # The household landline on Jane's web account is Bob's phone too: not Jane's alone.
+        ("orders:ACC-JANE-42", "orders", "ACC-JANE-42", "jane", "doe", "jane.doe@example.com", "+16502530000",
+         None, None, "02134", None, None, None, "ACC-JANE-42", NOW),
+        ("email_engagement:jane.doe@example.com", "email_engagement", "jane.doe@example.com", None, None,
+         "jane.doe@example.com", None, None, None, None, None, None, None, None, NOW),
+        ("crm:CUST-BOB-1001", "crm", "CUST-BOB-1001", "bob", "roe", "bob@example.com", "+16502530000",
+         "1 main st", "boston", "02134", "US", date(1988, 1, 2), "LOY-BOB-77", None, NOW),
+        ("orders:ACC-BOB-17", "orders", "ACC-BOB-17", "bob", "roe", "bob@example.com", None,
+         None, None, "02134", None, None, None, "ACC-BOB-17", NOW),
+    ]  # fmt: skip
+    return spark.createDataFrame(rows, RECORDS_SCHEMA)
+
+
+def identity_map(spark):
+    rows = [
+        ("crm:CUST-JANE-7731", JANE_CDP, 4),
+        ("orders:ACC-JANE-42", JANE_CDP, 4),
+        ("email_engagement:jane.doe@example.com", JANE_CDP, 4),
+        ("cookie:COOKIE-JANE-9", JANE_CDP, 4),
+        ("crm:CUST-BOB-1001", BOB_CDP, 3),
+        ("orders:ACC-BOB-17", BOB_CDP, 3),
+        ("cookie:COOKIE-BOB-3", BOB_CDP, 3),
+    ]
+    return spark.createDataFrame(rows, "record_id string, cdp_id string, component_size long")
+
+
+def test_plan_resolves_the_person_keeps_shared_identifiers_out_and_refuses_unclear_requests(spark, tmp_path):
+    path = tmp_path / "requests.csv"
+    path.write_text(
+        "request_id,identifier_type,value,requested_by\n"
+        'REQ-1,email," JANE.Doe@Example.com ",dpo@shop.example\n'
+        "REQ-2,phone,(650) 253-0000,dpo@shop.example\n"  # the shared landline: two customers
+        "REQ-3,email,not-an-email,dpo@shop.example\n"
+        "REQ-4,record_id,cookie:COOKIE-JANE-9,\n"  # an anonymous record of Jane's
+    )
+    requests = normalize_requests(read_requests(spark, str(path)), StandardizeRules())
+    plan, refused = plan_requests(requests, records(spark), identity_map(spark))
+    jane = [
+        ("email", "jane.doe@example.com"),
+        ("phone", "+14155552671"),
+        ("loyalty_id", "LOY-JANE-55"),
+        ("account_id", "ACC-JANE-42"),
+        ("record_id", "crm:CUST-JANE-7731"),
+        ("record_id", "orders:ACC-JANE-42"),
+        ("record_id", "email_engagement:jane.doe@example.com"),
+        ("record_id", "cookie:COOKIE-JANE-9"),
+        ("record_key", "CUST-JANE-7731"),
+        ("record_key", "ACC-JANE-42"),
+        ("record_key", "jane.doe@example.com"),
+        ("record_key", "COOKIE-JANE-9"),
+        ("cdp_id", JANE_CDP),
+    ]
+    expected = spark.createDataFrame(
+        [("REQ-1", "dpo@shop.example", kind, sha(value), JANE_CDP) for kind, value in jane]
+        + [("REQ-4", None, kind, sha(value), JANE_CDP) for kind, value in jane],
+        "request_id string, requested_by string, kind string, value_hash string, cdp_id string",
+    )
+    assert_df_equality(plan, expected, ignore_row_order=True, ignore_nullable=True)
+    assert HOME_PHONE_SHA not in {r["value_hash"] for r in plan.collect()}
+    expected_refused = spark.createDataFrame(
+        [
+            ("REQ-2", "dpo@shop.example", "identifier matches 2 customers"),
+            ("REQ-3", "dpo@shop.example", "not a valid email"),
+        ],
+        "request_id string, requested_by string, reason string",
+    )
+    assert_df_equality(refused, expected_refused, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_requests_file_errors_name_the_file(spark, tmp_path):
+    bad_type = tmp_path / "bad.jsonl"
+    bad_type.write_text('{"request_id": "R1", "identifier_type": "passport", "value": "X123"}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl: identifier_type must be one of .*R1: 'passport'"):
+        read_requests(spark, str(bad_type))
+    no_value = tmp_path / "missing.csv"
+    no_value.write_text("identifier_type,email\nemail,a@b.com\n")
+    with pytest.raises(ConfigError, match=r"missing.csv: missing column\(s\) \['value'\]"):
+        read_requests(spark, str(no_value))
+
+
+def test_suppressed_drops_rows_of_erased_people_by_record_id_email_phone_or_consent_identifier(spark):
+    suppression = spark.createDataFrame(
+        [("email", JANE_EMAIL_SHA), ("phone", JANE_PHONE_SHA), ("record_id", sha("crm:CUST-JANE-7731"))],
+        "kind string, value_hash string",
+    )
+    rows = spark.createDataFrame(
+        [
+            ("crm:CUST-JANE-7731", None, None),  # re-ingested old CRM file
+            ("orders:ACC-NEW-1", "jane.doe@example.com", None),  # a new account with her email
+            ("orders:ACC-NEW-2", None, "+14155552671"),
+            ("crm:CUST-BOB-1001", "bob@example.com", "+16502530000"),
+            ("orders:ACC-X", None, None),
+        ],
+        "record_id string, email string, phone string",
+    )
+    expected = spark.createDataFrame(
+        [("crm:CUST-BOB-1001", "bob@example.com", "+16502530000"), ("orders:ACC-X", None, None)],
+        "record_id string, email string, phone string",
+    )
+    assert_df_equality(suppressed(rows, suppression), expected, ignore_row_order=True)
+    consent = spark.createDataFrame(
+        [
+            ("email", "jane.doe@example.com", "ads"),
+            ("email", "bob@example.com", "ads"),
+            ("phone", "+14155552671", "sms"),
+        ],
+        "identifier_type string, identifier string, channel string",
+    )
+    expected_consent = spark.createDataFrame(
+        [("email", "bob@example.com", "ads")], "identifier_type string, identifier string, channel string"
+    )
+    assert_df_equality(suppressed(consent, suppression), expected_consent)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: a small lakehouse with Jane and Bob in every layer and two exports
+# --------------------------------------------------------------------------------------------
+
+LINEAGE = ", _ingested_at timestamp, _source_file string, _batch_id string, _rescued_data string"
+
+
+def lineage(batch: str) -> tuple:
+    return (NOW, f"file:/data/{batch}.csv", batch, None)
+
+
+def build_lakehouse(spark, root: str) -> None:
+    write = tables.overwrite
+    crm = (
+        "customer_id string, first_name string, last_name string, email string, phone string, address string, "
+        "city string, postcode string, country string, birth_date string, loyalty_id string, updated_at string"
+    )
+    write(
+        spark.createDataFrame(
+            [
+                ("CUST-JANE-7731", " Jane", "DOE", "Jane.Doe@Example.com ", "(415) 555-2671", "1 Main Street",
+                 "Boston", "2134", "USA", "1990-03-04", "LOY-JANE-55", "2026-01-02T10:00:00Z", *lineage("crm-000001")),
+                ("CUST-JANE-7731", "Jane", "Doe", "jane.doe@EXAMPLE.com", "415.555.2671", "1 Main St",
+                 "Boston", "02134", "US", "1990-03-04", "LOY-JANE-55", "2026-02-02T10:00:00Z", *lineage("crm-000002")),
+                ("CUST-BOB-1001", "Bob", "Roe", "bob@example.com", "(650) 253-0000", "1 Main Street",
+                 "Boston", "02134", "US", "1988-01-02", "LOY-BOB-77", "2026-01-02T10:00:00Z", *lineage("crm-000001")),
+            ],
+            crm + LINEAGE,
+        ),
+        root,
+        tables.bronze("crm"),
+    )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [
+                ("ORD-1", "ACC-JANE-42", " JANE.DOE@example.com", "Jane", "Doe", "650-253-0000", "02134",
+                 NOW, 25.0, "USD", 2, *lineage("orders-000001")),
+                ("ORD-2", "ACC-BOB-17", "bob@example.com", "Bob", "Roe", None, "02134",
+                 NOW, 40.0, "USD", 1, *lineage("orders-000001")),
+            ],
+            "order_id string, account_id string, email string, first_name string, last_name string, phone string, "
+            "postcode string, order_ts timestamp, amount double, currency string, items int" + LINEAGE,
+        ),
+        root,
+        tables.bronze("orders"),
+    )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [
+                ("EV-1", "2026-02-01T09:00:00Z", "login", "COOKIE-JANE-9", None, "ACC-JANE-42", "Jane.Doe@example.com",
+                 None, *lineage("events-000001")),
+                ("EV-2", "2026-02-01T09:05:00Z", "page_view", "COOKIE-BOB-3", None, None, None, "spring",
+                 *lineage("events-000001")),
+            ],
+            "event_id string, event_ts string, event_type string, cookie_id string, device_id string, user_id string, "
+            "email string, utm_campaign string" + LINEAGE,
+        ),
+        root,
+        tables.bronze("events"),
+    )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [
+                ("email", "Jane.Doe@Example.com", "email", "yes", "2026-01-05T00:00:00Z", *lineage("consent-000001")),
+                ("phone", "(415) 555-2671", "sms", "yes", "2026-01-05T00:00:00Z", *lineage("consent-000001")),
+                ("email", "bob@example.com", "email", "yes", "2026-01-05T00:00:00Z", *lineage("consent-000001")),
+            ],
+            "identifier_type string, identifier string, channel string, granted string, recorded_at string" + LINEAGE,
+        ),
+        root,
+        tables.bronze("consent"),
+    )
+    write(
+        spark.createDataFrame(
+            [
+                ("MSG-1", "JANE.DOE@example.com", "open", "2026-02-03T08:00:00Z", "CAMP-1", *lineage("email-000001")),
+                ("MSG-2", "bob@example.com", "open", "2026-02-03T08:00:00Z", "CAMP-1", *lineage("email-000001")),
+            ],
+            "message_id string, email string, event_type string, event_ts string, campaign_id string" + LINEAGE,
+        ),
+        root,
+        tables.bronze("email_engagement"),
+    )
+    # silver
+    write(records(spark), root, tables.CUSTOMER_RECORDS)
+    write(
+        spark.createDataFrame(
+            [
+                ("ORD-1", "online", "orders:ACC-JANE-42", "ACC-JANE-42", None, None, NOW, 25.0, "USD", 2, NOW),
+                ("ORD-2", "online", "orders:ACC-BOB-17", "ACC-BOB-17", None, None, NOW, 40.0, "USD", 1, NOW),
+            ],
+            "order_id string, channel string, record_id string, account_id string, loyalty_id string, "
+            "store_id string, order_ts timestamp, amount double, currency string, items int, updated_at timestamp",
+        ),
+        root,
+        tables.ORDERS,
+    )
+    write(
+        spark.createDataFrame(
+            [
+                ("EV-1", "cookie:COOKIE-JANE-9", NOW, "login", "web", "COOKIE-JANE-9", None, "ACC-JANE-42",
+                 "jane.doe@example.com", None),
+                ("EV-2", "cookie:COOKIE-BOB-3", NOW, "page_view", "web", "COOKIE-BOB-3", None, None, None, "spring"),
+            ],
+            "event_id string, record_id string, event_ts timestamp, event_type string, platform string, "
+            "cookie_id string, device_id string, account_id string, email string, utm_campaign string",
+        ),
+        root,
+        tables.EVENTS,
+    )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [
+                ("MSG-1", "email_engagement:jane.doe@example.com", "jane.doe@example.com", "open", NOW, "CAMP-1"),
+                ("MSG-2", "email_engagement:bob@example.com", "bob@example.com", "open", NOW, "CAMP-1"),
+            ],
+            "message_id string, record_id string, email string, event_type string, event_ts timestamp, "
+            "campaign_id string",
+        ),
+        root,
+        tables.EMAIL_ENGAGEMENT,
+    )
+    write(
+        spark.createDataFrame(
+            [
+                ("email", "jane.doe@example.com", "email", True, NOW),
+                ("phone", "+14155552671", "sms", True, NOW),
+                ("email", "bob@example.com", "email", True, NOW),
+            ],
+            "identifier_type string, identifier string, channel string, granted boolean, recorded_at timestamp",
+        ),
+        root,
+        tables.CONSENT,
+    )
+    write(
+        spark.createDataFrame(
+            [
+                ("crm", "standardize", "expectation", "failed: birth_date", "crm:CUST-JANE-7731",
+                 json.dumps({"customer_id": "CUST-JANE-7731", "email": "JANE.DOE@EXAMPLE.COM", "birth_date": "31/02"}),
+                 "file:/data/crm.csv", "run-0", NOW),
+                ("orders", "ingest", "malformed", "could not parse", None, "ORD-9,ACC-JANE-42,not-a-date",
+                 "file:/data/orders.parquet", "run-0", NOW),
+                ("crm", "standardize", "expectation", "failed: birth_date", "crm:CUST-BOB-1001",
+                 json.dumps({"customer_id": "CUST-BOB-1001", "email": "bob@example.com", "birth_date": "00/00"}),
+                 "file:/data/crm.csv", "run-0", NOW),
+            ],
+            "source string, stage string, rule string, reason string, record_key string, raw string, "
+            "source_file string, run_id string, quarantined_at timestamp",
+        ),
+        root,
+        tables.QUARANTINE,
+    )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [
+                ("crm:CUST-JANE-7731", "orders:ACC-JANE-42", "deterministic:email", 1.0, "email", "accepted", "run-0"),
+                ("orders:ACC-JANE-42", "cookie:COOKIE-JANE-9", "fact:login", 1.0, "account_id", "accepted", "run-0"),
+                ("crm:CUST-BOB-1001", "orders:ACC-BOB-17", "deterministic:email", 1.0, "email", "accepted", "run-0"),
+                ("crm:CUST-JANE-7731", "crm:CUST-BOB-1001", "deterministic:phone", 1.0, "phone", "hot", "run-0"),
+            ],
+            "src_record_id string, dst_record_id string, rule string, score double, identifier string, "
+            "status string, run_id string",
+        ),
+        root,
+        tables.IDENTITY_EDGES,
+    )
+    write(identity_map(spark), root, tables.IDENTITY_MAP)
+    write(
+        spark.createDataFrame(
+            [(JANE_CDP, "created", [], 4, "run-0"), (BOB_CDP, "created", [], 3, "run-0")],
+            "cdp_id string, event string, previous_cdp_ids array<string>, records long, run_id string",
+        ),
+        root,
+        tables.IDENTITY_LINEAGE,
+    )
+    # gold
+    write(
+        spark.createDataFrame(
+            [
+                (JANE_CDP, "Jane", "Doe", "jane.doe@example.com", ["jane.doe@example.com"], "+14155552671",
+                 ["+14155552671", "+16502530000"], True, True, True),
+                (BOB_CDP, "Bob", "Roe", "bob@example.com", ["bob@example.com"], "+16502530000", ["+16502530000"],
+                 True, None, True),
+            ],
+            "cdp_id string, first_name string, last_name string, email string, emails array<string>, phone string, "
+            "phones array<string>, consent_email boolean, consent_sms boolean, consent_ads boolean",
+        ),
+        root,
+        tables.CUSTOMER_PROFILE,
+    )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [("hh-1", JANE_CDP, "1 main st|02134", 2), ("hh-1", BOB_CDP, "1 main st|02134", 2)],
+            "household_id string, cdp_id string, address_key string, household_size int",
+        ),
+        root,
+        tables.HOUSEHOLDS,
+    )
+    write(
+        spark.createDataFrame(
+            [(JANE_CDP, T, 1, 4), (BOB_CDP, T, 1, 6)],
+            "cdp_id string, as_of date, orders_90d int, email_opens_90d int",
+        ),
+        root,
+        tables.CUSTOMER_FEATURES,
+    )
+    write(
+        spark.createDataFrame(
+            [(JANE_CDP, T, 0.2, 300.0, 9), (BOB_CDP, T, 0.3, 200.0, 8)],
+            "cdp_id string, as_of date, churn_probability double, clv double, clv_decile int",
+        ),
+        root,
+        tables.CUSTOMER_SCORES,
+    )
+    write(
+        spark.createDataFrame(
+            [("email_engaged", JANE_CDP, T, None, T), ("email_engaged", BOB_CDP, T, None, T)],
+            "segment string, cdp_id string, entered_at date, exited_at date, last_as_of date",
+        ),
+        root,
+        tables.SEGMENT_MEMBERSHIP,
+    )
+
+
+DESTINATIONS = """
+destinations:
+  - name: newsletter
+    segments: [email_engaged]
+    identifiers: [cdp_id, email]
+    attributes: [first_name, clv_decile]
+    format: csv
+    path: exports/newsletter
+    channel: email
+    mode: full
+  - name: ads_match
+    segments: [email_engaged]
+    identifiers: [email, phone]
+    format: jsonl
+    path: exports/ads_match
+    channel: ads
+    hash_identifiers: true
+    mode: delta
+"""
+
+
+def table_texts(spark, root: str, version: int | None = None) -> dict[str, list[str]]:
+    """Every row of every Delta table as lowercase JSON (tiny tables: collecting is fine here)."""
+    out = {}
+    for table in delta_tables(spark, root):
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        df = reader.load(table.path(root))
+        out[table.full_name] = [r[0].lower() for r in df.select(F.to_json(F.struct("*"))).collect()]
+    return out
+
+
+def traces(texts: list[str]) -> list[str]:
+    return [t for t in texts if any(trace.lower() in t for trace in JANE_TRACES)]
+
+
+def bobs_rows(texts: list[str]) -> list[str]:
+    return sorted(t for t in texts if ("bob" in t or BOB_CDP in t) and not traces([t]))
+
+
+def export_files(root: str) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text()
+        for p in sorted((Path(root) / "exports").rglob("*"))
+        if p.is_file() and p.name != "_manifest.json"
+    }
+
+
+def versions(spark, root: str) -> dict[str, int]:
+    return {
+        t.full_name: DeltaTable.forPath(spark, t.path(root)).history(1).first()["version"]
+        for t in delta_tables(spark, root)
+    }
+
+
+@pytest.mark.slow
+def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(spark, lakehouse, tmp_path):
+    root = lakehouse.root
+    build_lakehouse(spark, root)
+    destinations = tmp_path / "destinations.yaml"
+    destinations.write_text(DESTINATIONS)
+    config = CdpConfig(lakehouse=lakehouse, files=StageFiles(destinations=str(destinations)))
+    activation_job.run(Context(config, argparse.Namespace(as_of=None), _spark=spark), StageRun("activate"))
+    exported = export_files(root)
+    assert any("jane.doe@example.com" in text for text in exported.values())
+    assert any(JANE_EMAIL_SHA in text for text in exported.values())
+
+    before = table_texts(spark, root)
+    assert all(traces(before[name]) for name in before if name not in ("ops.audit_log",)), "Jane is everywhere"
+    bob_before = {name: bobs_rows(texts) for name, texts in before.items()}
+
+    requests = tmp_path / "requests.csv"
+    requests.write_text('request_id,identifier_type,value,requested_by\nREQ-1,email," JANE.Doe@Example.com ",dpo\n')
+    ctx = Context(config, argparse.Namespace(requests=str(requests)), _spark=spark)
+    stage = StageRun("erase")
+    privacy_job.erase_run(ctx, stage)
+    metrics = {metric: value for _, metric, value in stage.metrics}
+    assert (metrics["erased"], metrics["refused"], metrics["already_erased"]) == (1, 0, 0)
+
+    after = table_texts(spark, root)
+    bookkeeping = (tables.ERASURE_PLAN.full_name, tables.ERASURE_SUPPRESSION.full_name)
+    for name, texts in after.items():
+        if name in bookkeeping:
+            # Hashes and the cdp_id, by design; never a raw value.
+            assert not [t for t in texts if "jane" in t.replace(JANE_CDP, "") or "4155552671" in t], name
+        else:
+            assert traces(texts) == [], name
+    suppression = tables.read(spark, root, tables.ERASURE_SUPPRESSION).where(
+        F.col("kind").isin("email", "phone", "cdp_id")
+    )
+    expected_suppression = spark.createDataFrame(
+        [("email", JANE_EMAIL_SHA, JANE_CDP), ("phone", JANE_PHONE_SHA, JANE_CDP), ("cdp_id", sha(JANE_CDP), JANE_CDP)],
+        "kind string, value_hash string, cdp_id string",
+    )
+    assert_df_equality(
+        suppression.select("kind", "value_hash", "cdp_id"),
+        expected_suppression,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    # Bob, who shares Jane's household and landline, keeps every row that is his alone, unchanged.
+    assert {name: bobs_rows(after[name]) for name in bob_before} == bob_before
+    assert any(HOME_PHONE_SHA in t or "+16502530000" in t for t in after["silver.customer_records"])
+
+    audit = tables.read(spark, root, tables.AUDIT_LOG).where("action = 'erase'")
+    audited = {(r["target"], r["table"]): r["rows"] for r in audit.collect()}
+    assert audited[("REQ-1", "bronze.crm")] == 2
+    assert audited[("REQ-1", "silver.customer_records")] == 3
+    assert audited[("REQ-1", "silver.identity_map")] == 4
+    assert audited[("REQ-1", "silver.quarantine")] == 2
+    assert audited[("REQ-1", "gold.customer_profile")] == 1
+    assert ("REQ-1", None) in audited  # the completion row
+
+    # Export files: rewritten without Jane, manifests match the files again.
+    for name, text in export_files(root).items():
+        assert traces([text.lower()]) == [], name
+    for manifest_path in (Path(root) / "exports").rglob("_manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["files"]:
+            data = (manifest_path.parent / entry["name"]).read_bytes()
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert manifest["counts"]["total"] == 1
+        assert manifest["amended_by_erasure"] == [stage.run_id]
+    newsletter = "".join(t for n, t in export_files(root).items() if "newsletter" in n)
+    assert BOB_CDP in newsletter and "bob@example.com" in newsletter
+    assert BOB_EMAIL_SHA in "".join(t for n, t in export_files(root).items() if "ads_match" in n)
+
+    # Retention 0: time travel to before the erasure must fail or show nothing of Jane.
+    maintain = StageRun("maintain")
+    privacy_job.maintain_run(Context(config, argparse.Namespace(retention_hours=0), _spark=spark), maintain)
+    checked = failed = 0
+    for table in delta_tables(spark, root):
+        latest = DeltaTable.forPath(spark, table.path(root)).history(1).first()["version"]
+        for version in range(latest):
+            try:
+                rows = spark.read.format("delta").option("versionAsOf", version).load(table.path(root))
+                texts = [r[0].lower() for r in rows.select(F.to_json(F.struct("*"))).collect()]
+            except Exception:  # noqa: BLE001 - the files of that version are gone: what retention is for
+                failed += 1
+                continue
+            checked += 1
+            if table.full_name not in bookkeeping:
+                assert traces(texts) == [], f"{table.full_name} version {version}"
+    assert failed > 0
+
+    # A rerun finds the request done and changes nothing.
+    versions_before = versions(spark, root)
+    rerun = StageRun("erase")
+    privacy_job.erase_run(ctx, rerun)
+    rerun_metrics = {metric: value for _, metric, value in rerun.metrics}
+    assert (rerun_metrics["erased"], rerun_metrics["already_erased"]) == (0, 1)
+    assert versions(spark, root) == versions_before
