@@ -8,12 +8,12 @@ import sys
 
 from cdp_spark.config import ConfigError, load_config
 from cdp_spark.ops import configure_logging
-from cdp_spark.pipeline import PIPELINE, STAGES, Context, StageNotBuilt, run_pipeline, run_stage
+from cdp_spark.pipeline import PIPELINE, STAGES, Context, run_pipeline, run_stage
 from cdp_spark.session import JarsUnavailableError
 
 log = logging.getLogger("cdp_spark")
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_BUILT = 1, 2, 3
+EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,10 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--truth", help="ground-truth records (default: <sample.path>/_truth/records)")
     elif name == "erase":
         parser.add_argument("--requests", help="CSV/JSON file of erasure requests (identifier_type, identifier)")
+    elif name == "maintain":
+        parser.add_argument(
+            "--retention-hours", type=int, help="VACUUM retention for this run (default: maintenance.retention_hours)"
+        )
     elif name in ("profiles", "score", "segment", "activate", "train"):
         parser.add_argument("--as-of", help="as-of date YYYY-MM-DD (default: the latest data date)")
 
@@ -61,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, stage in STAGES.items():
-        stage_parser = sub.add_parser(
-            name, help=stage.help + ("" if stage.target else f" [not built yet: #{stage.issue}]")
-        )
+        stage_parser = sub.add_parser(name, help=stage.help)
         _common(stage_parser)
         _stage_arguments(name, stage_parser)
     run_parser = sub.add_parser("run", help="run the whole pipeline in order: " + " -> ".join(PIPELINE))
@@ -86,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             run_pipeline(ctx)
         else:
             run_stage(args.stage, ctx)
-    except StageNotBuilt as exc:
-        print(f"cdp-spark {args.stage}: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
     except ConfigError as exc:
         print(f"cdp-spark {args.stage}: config error:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -104,12 +104,21 @@ class StageFiles(Strict):
     destinations: str = "conf/destinations.yaml"
 
 
+class MaintenanceConfig(Strict):
+    """The ``maintenance:`` section of conf/base.yaml."""
+
+    retention_hours: int = Field(168, ge=0, description="VACUUM retention; Delta refuses < 168 unless told otherwise")
+    optimize: bool = Field(True, description="compact small files and Z-order by the read keys")
+    purge_deletion_vectors: bool = Field(True, description="REORG ... APPLY (PURGE) where deletion vectors are on")
+
+
 class CdpConfig(Strict):
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     files: StageFiles = Field(default_factory=StageFiles)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     reports_dir: str = "reports"
 
 

@@ -22,10 +22,6 @@ from cdp_spark.session import build_session
 log = logging.getLogger("cdp_spark")
 
 
-class StageNotBuilt(RuntimeError):
-    """A stage that exists in the pipeline picture but has no implementation yet."""
-
-
 @dataclass
 class Context:
     """What a stage receives: the validated config, its arguments and a lazily built SparkSession."""
@@ -52,14 +48,9 @@ StageFn = Callable[[Context, StageRun], None]
 class Stage:
     name: str
     help: str
-    target: str | None  # "module:function", or None while not built
-    issue: int | None = None
+    target: str  # "module:function"
 
     def load(self) -> StageFn:
-        if self.target is None:
-            raise StageNotBuilt(
-                f"stage '{self.name}' is not built yet (tracked by issue #{self.issue}); nothing was run or written"
-            )
         module, _, function = self.target.partition(":")
         return getattr(importlib.import_module(module), function)
 
@@ -72,12 +63,16 @@ STAGES: dict[str, Stage] = {
         Stage("standardize", "bronze -> silver: standardize, check, merge", "cdp_spark.standardize.job:run"),
         Stage("resolve", "silver -> identity graph and stable cdp_id", "cdp_spark.identity.job:run"),
         Stage("profiles", "golden profiles, households, features", "cdp_spark.gold.job:run"),
-        Stage("train", "train churn and CLV models in MLflow", None, issue=6),
-        Stage("score", "score every customer with the champion models", None, issue=6),
-        Stage("segment", "segment membership with history", None, issue=7),
-        Stage("activate", "consent-filtered segment exports", None, issue=7),
-        Stage("erase", "right-to-erasure across every layer", None, issue=7),
-        Stage("maintain", "OPTIMIZE / VACUUM / statistics", None, issue=8),
+        Stage("train", "train churn and CLV models in MLflow", "cdp_spark.ml.train_job:run"),
+        Stage("score", "score every customer with the champion models", "cdp_spark.ml.score_job:run"),
+        Stage("segment", "segment membership with history", "cdp_spark.segments.job:run"),
+        Stage("activate", "consent-filtered segment exports", "cdp_spark.activation.job:run"),
+        Stage("erase", "right-to-erasure across every layer", "cdp_spark.privacy.job:erase_run"),
+        Stage(
+            "maintain",
+            "purge deleted rows, OPTIMIZE / Z-order, VACUUM, table statistics",
+            "cdp_spark.privacy.job:maintain_run",
+        ),
         Stage("evaluate", "compare identity clusters with ground truth", "cdp_spark.identity.job:run_evaluate"),
     ]
 }
@@ -107,18 +102,6 @@ def run_pipeline(ctx: Context) -> list[StageRun]:
     runs: list[StageRun] = []
     try:
         for name in PIPELINE:
-            if STAGES[name].target is None:
-                # The pipeline runs as far as it is built, and says plainly where it stops.
-                missing = PIPELINE[PIPELINE.index(name) :]
-                for later in missing:
-                    report.add(StageOutcome(later, None, f"not built yet (issue #{STAGES[later].issue})"))
-                log.warning(
-                    "stages %s are not built yet (issues %s): the pipeline stops after %s",
-                    ", ".join(missing),
-                    ", ".join(sorted({f"#{STAGES[n].issue}" for n in missing})),
-                    runs[-1].stage if runs else "nothing",
-                )
-                break
             try:
                 runs.append(run_stage(name, ctx))
             except Exception as exc:

@@ -32,13 +32,7 @@ class RunReport:
     def markdown(self) -> str:
         finished = datetime.now(UTC)
         failed = [o.name for o in self.outcomes if o.status == "failed"]
-        unbuilt = [o.name for o in self.outcomes if o.status.startswith("not built")]
-        if failed:
-            verdict = f"**{failed[0]} failed**; rerun `cdp-spark run` to resume."
-        elif unbuilt:
-            verdict = f"**every built stage succeeded**; {', '.join(unbuilt)} not built yet."
-        else:
-            verdict = "**all stages succeeded**."
+        verdict = f"**{failed[0]} failed**; rerun `cdp-spark run` to resume." if failed else "**all stages succeeded**."
         lines = [
             f"# cdp-spark run {self.run_id}",
             "",

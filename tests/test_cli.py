@@ -1,4 +1,4 @@
-from cdp_spark.cli import EXIT_CONFIG, EXIT_NOT_BUILT, main
+from cdp_spark.cli import EXIT_CONFIG, main
 from cdp_spark.pipeline import PIPELINE, STAGES
 
 
@@ -20,10 +20,3 @@ def test_options_after_the_subcommand_are_accepted(capsys, tmp_path):
     (tmp_path / "base.yaml").write_text("")
     assert main(["generate", "--conf-dir", str(tmp_path), "--set", "spark.shuffle_partitions=zero"]) == EXIT_CONFIG
     assert "--set spark.shuffle_partitions" in capsys.readouterr().err
-
-
-def test_a_stage_not_built_says_so_plainly(capsys):
-    unbuilt = [name for name, stage in STAGES.items() if stage.target is None]
-    for name in unbuilt:
-        assert main([name]) == EXIT_NOT_BUILT
-        assert f"stage '{name}' is not built yet" in capsys.readouterr().err
