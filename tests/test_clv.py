@@ -231,14 +231,45 @@ def test_clv_undiscounted_is_spend_times_expected_purchases():
     assert np.allclose(value, expected)
 
 
+def _simulate_bg_nbd(n: int, r: float, alpha: float, a: float, b: float, seed: int) -> tuple[np.ndarray, ...]:
+    """BG/NBD customers in whole weeks: Poisson purchases at rate ~ Gamma(r, alpha), dropout ~ Beta(a, b) after each."""
+    rng = np.random.default_rng(seed)
+    rate, dropout = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    T = rng.choice([26.0, 39.0, 52.0], n)
+    frequency, recency = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        t = 0.0
+        while True:
+            t += rng.exponential(1 / rate[i])
+            if t > T[i]:
+                break
+            frequency[i], recency[i] = frequency[i] + 1, t
+            if rng.random() < dropout[i]:
+                break
+    return frequency, np.floor(recency), T
+
+
 def test_count_weights_fit_like_repeated_rows():
-    frequency, recency, T = [0, 0, 1, 2, 3, 5, 1], [0.0, 0.0, 4.0, 9.0, 20.0, 30.0, 1.0], [40.0, 12, 30, 35, 38, 39, 5]
-    counts = [30, 20, 15, 10, 8, 5, 12]
-    weighted = fit_bg_nbd(frequency, recency, T, weights=counts)
-    repeated = fit_bg_nbd(*(np.repeat(column, counts) for column in (frequency, recency, T)))
-    assert weighted.n_customers == repeated.n_customers == 100
+    frequency, recency, T = _simulate_bg_nbd(3000, r=0.5, alpha=5.0, a=0.8, b=2.5, seed=7)
+    rows, counts = np.unique(np.column_stack([frequency, recency, T]), axis=0, return_counts=True)
+    assert len(rows) < len(frequency) / 2  # the counts really do collapse rows
+
+    weighted = fit_bg_nbd(rows[:, 0], rows[:, 1], rows[:, 2], weights=counts)
+    repeated = fit_bg_nbd(frequency, recency, T)
+    assert weighted.n_customers == repeated.n_customers == 3000
     assert weighted.log_likelihood == pytest.approx(repeated.log_likelihood, abs=1e-6)
-    assert weighted.r == pytest.approx(repeated.r, rel=1e-3)
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(weighted, name) == pytest.approx(getattr(repeated, name), rel=1e-3), name
+    # Well-posed data: the fit lands near the simulated rate parameters.
+    assert weighted.r == pytest.approx(0.5, rel=0.25)
+    assert weighted.alpha == pytest.approx(5.0, rel=0.35)
+
+
+def test_penalizer_keeps_a_fit_finite_where_the_data_cannot_identify_dropout():
+    # Few customers and no sign of dropout: unpenalized, a and b run off along a ridge towards infinity.
+    frequency, recency, T = [0, 0, 1, 2, 3, 5, 1], [0.0, 0.0, 4.0, 9.0, 20.0, 30.0, 1.0], [40.0, 12, 30, 35, 38, 39, 5]
+    fitted = fit_bg_nbd(frequency, recency, T, weights=[30, 20, 15, 10, 8, 5, 12], penalizer_coef=0.001)
+    assert max(fitted.r, fitted.alpha, fitted.a, fitted.b) < 100
 
 
 @pytest.mark.parametrize(

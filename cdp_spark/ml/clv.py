@@ -432,6 +432,10 @@ def _maximize(
         objective, rough.x, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 20_000}
     )
     if not (polished.success and np.isfinite(polished.fun)):
-        raise RuntimeError(f"maximum-likelihood fit did not converge: {polished.message}")
+        at = ", ".join(f"{value:.4g}" for value in np.exp(polished.x))
+        raise RuntimeError(
+            f"maximum-likelihood fit did not converge: {polished.message} (parameters drifting at {at}): the data "
+            "does not pin every parameter down; set clv.penalizer_coef in conf/models.yaml, e.g. 0.001"
+        )
     params = np.exp(polished.x)
     return tuple(float(value) for value in params), float(np.dot(weights, per_row_log_likelihood(params)))
