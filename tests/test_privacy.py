@@ -18,6 +18,7 @@ from cdp_spark.activation import job as activation_job
 from cdp_spark.config import CdpConfig, ConfigError, StageFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
+from cdp_spark.privacy import erase as erase_module
 from cdp_spark.privacy import job as privacy_job
 from cdp_spark.privacy.erase import (
     delta_tables,
@@ -546,3 +547,48 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
     rerun_metrics = {metric: value for _, metric, value in rerun.metrics}
     assert (rerun_metrics["erased"], rerun_metrics["already_erased"]) == (0, 1)
     assert versions(spark, root) == versions_before
+
+
+@pytest.mark.slow
+def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, lakehouse, tmp_path, monkeypatch):
+    root = lakehouse.root
+    build_lakehouse(spark, root)
+    destinations = tmp_path / "destinations.yaml"
+    destinations.write_text(DESTINATIONS)
+    config = CdpConfig(lakehouse=lakehouse, files=StageFiles(destinations=str(destinations)))
+    activation_job.run(Context(config, argparse.Namespace(as_of=None), _spark=spark), StageRun("activate"))
+    requests = tmp_path / "requests.csv"
+    requests.write_text("request_id,identifier_type,value,requested_by\nREQ-1,email,jane.doe@example.com,dpo\n")
+    ctx = Context(config, argparse.Namespace(requests=str(requests)), _spark=spark)
+
+    # The run dies once bronze and silver are done: gold, ops and the exports still hold Jane.
+    real_erase_table = erase_module.erase_table
+
+    def dies_at_gold(job, table, sources):
+        if table.layer == "gold":
+            raise RuntimeError("killed half way")
+        return real_erase_table(job, table, sources)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(erase_module, "erase_table", dies_at_gold)
+        with pytest.raises(RuntimeError, match="killed half way"):
+            privacy_job.erase_run(ctx, StageRun("erase"))
+    half = table_texts(spark, root)
+    assert traces(half["bronze.crm"]) == [] and traces(half["silver.customer_records"]) == []
+    assert traces(half["gold.customer_profile"]), "the interrupted run stopped before gold"
+    plan = tables.read(spark, root, tables.ERASURE_PLAN)
+    assert plan.where("completed_at is null").count() > 0, "the request stays pending"
+
+    # The rerun (same file) completes the pending request although Jane's records are already gone.
+    rerun = StageRun("erase")
+    privacy_job.erase_run(ctx, rerun)
+    bookkeeping = (tables.ERASURE_PLAN.full_name, tables.ERASURE_SUPPRESSION.full_name)
+    for name, texts in table_texts(spark, root).items():
+        if name not in bookkeeping:
+            assert traces(texts) == [], name
+    for name, text in export_files(root).items():
+        assert traces([text.lower()]) == [], name
+    assert tables.read(spark, root, tables.ERASURE_PLAN).where("completed_at is null").count() == 0
+    audit = tables.read(spark, root, tables.AUDIT_LOG).where("action = 'erase' and target = 'REQ-1'")
+    assert audit.where("`table` = 'bronze.crm'").agg(F.sum("rows")).first()[0] == 2  # audited once, by the first run
+    assert audit.where("`table` is null").count() == 1  # completed once
