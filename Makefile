@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY_DIRS := $(wildcard cdp_spark jobs tests benchmarks deploy)
 
-.PHONY: setup demo test test-integration lint format benchmark clean
+.PHONY: setup demo test lint format benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -25,12 +25,13 @@ lint: setup
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
 
-test: lint
-	$(BIN)/pytest
+# Test files are spread over TEST_WORKERS processes (pytest-xdist), each with its own local[2] SparkSession:
+# most of a small-data test is driver latency, so two JVMs keep both cores busy. A file stays on one worker
+# (its module fixtures are built once).
+TEST_WORKERS ?= 2
 
-# spark-submit to a local standalone cluster, and the notebooks executed: ~15 min more on 2 cores.
-test-integration: setup
-	$(BIN)/pytest -m integration
+test: lint
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 format: setup
 	$(BIN)/ruff format $(PY_DIRS)

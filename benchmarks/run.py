@@ -1,6 +1,7 @@
 """Pipeline benchmark: generate N people, then time every stage of `cdp-spark run` (not a test).
 
     python benchmarks/run.py --people 100000 1000000 [--days 3] [--master local[2]] [--stages ingest ...]
+    python benchmarks/run.py --people 1000000 --workdir DIR --resume-at resolve   # later stages of a kept run
 
 Prints, per size and stage as soon as it finishes, wall seconds, rows in, rows/s and rows/s per core (rows
 are source rows read for ingest and standardize, silver customer records for resolve, and customers, the rows
@@ -57,16 +58,27 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--workdir", default=None, help="where data and lakehouses go (default: a temp folder)")
     parser.add_argument("--stages", nargs="+", default=PIPELINE, choices=PIPELINE, help="a prefix of the pipeline")
+    parser.add_argument(
+        "--resume-at",
+        choices=PIPELINE[1:],
+        help="keep the data and lakehouse of an earlier run in --workdir and time the stages from this one on",
+    )
     args = parser.parse_args()
     if args.stages != PIPELINE[: len(args.stages)]:
         parser.error(f"--stages must be a prefix of the pipeline: {' '.join(PIPELINE)}")
+    if args.resume_at and not args.workdir:
+        parser.error("--resume-at needs the --workdir of the run it resumes")
     configure_logging()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cdp-bench-")).resolve()
     cores = int(args.master.split("[")[-1].rstrip("]")) if "[" in args.master else 1
     results = []
     for people in args.people:
         sample, root = work / f"sample-{people}", work / f"lakehouse-{people}"
-        shutil.rmtree(root, ignore_errors=True)
+        stages = args.stages[args.stages.index(args.resume_at) :] if args.resume_at else args.stages
+        if args.resume_at and not (root / "silver").is_dir():
+            parser.error(f"--resume-at {args.resume_at}: no earlier run's lakehouse in {root}")
+        if not args.resume_at:
+            shutil.rmtree(root, ignore_errors=True)
         config = load_config(
             "conf",
             None,
@@ -76,11 +88,12 @@ def main() -> None:
         )  # fmt: skip
         ctx = Context(config, argparse.Namespace(people=people, days=args.days, seed=42, out=str(sample)))
         row = {"people": people}
-        started = time.perf_counter()
-        run_stage("generate", ctx)
-        row["generate_s"] = round(time.perf_counter() - started, 1)
-        print(json.dumps({"people": people, "generate_s": row["generate_s"]}), flush=True)
-        for stage in args.stages:
+        if not args.resume_at:
+            started = time.perf_counter()
+            run_stage("generate", ctx)
+            row["generate_s"] = round(time.perf_counter() - started, 1)
+            print(json.dumps({"people": people, "generate_s": row["generate_s"]}), flush=True)
+        for stage in stages:
             ctx.args = argparse.Namespace()
             started = time.perf_counter()
             run = run_stage(stage, ctx)
@@ -95,7 +108,7 @@ def main() -> None:
             print(json.dumps({"people": people, stage: row[stage]}), flush=True)
             if stage == "resolve":
                 row["identity"] = {m: v for step, m, v in run.metrics if step == "evaluate identity"}
-        if "standardize" in args.stages:
+        if "standardize" in args.stages:  # a resumed run's CRM steps are in ops.run_metrics
             base_s, base_rows = baseline(ctx.spark, str(sample), str(work / f"baseline-{people}"))
             crm_s = sum(
                 v for s, m, v in run_stage_metrics(ctx, "standardize") if m == "seconds" and s.startswith("crm")
@@ -105,7 +118,7 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row, indent=2), flush=True)
     for small, big in zip(results, results[1:], strict=False):
-        growth = {s: round(big[s]["seconds"] / small[s]["seconds"], 2) for s in args.stages}
+        growth = {s: round(big[s]["seconds"] / small[s]["seconds"], 2) for s in stages}
         print(f"time growth {small['people']:,} -> {big['people']:,} people (x{big['people'] / small['people']:g}):",
               json.dumps(growth))  # fmt: skip
 

@@ -65,6 +65,15 @@ class StageRun:
             tables.append(spark.createDataFrame(rows, RUN_METRICS_SCHEMA), lakehouse_root, tables.RUN_METRICS)
 
 
+@contextmanager
+def progress(what: str) -> Iterator[None]:
+    """Log the start and the duration of one phase of a long library call (a stage's steps record metrics)."""
+    started = time.perf_counter()
+    log.info("%s ...", what)
+    yield
+    log.info("%s done in %.1fs", what, time.perf_counter() - started)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("py4j", "urllib3", "alembic", "mlflow"):

@@ -1,9 +1,15 @@
-"""One SparkSession for the whole test run: local[2], tiny shuffles, no UI; a temp lakehouse per test."""
+"""One SparkSession per test process: local[2], tiny shuffles, no UI; a temp lakehouse per test.
+
+`make test` runs two pytest-xdist workers, so two SparkSessions start at once: they take turns resolving
+the jars into the shared Ivy cache (two resolutions writing the same cache can leave it half written).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,9 +39,14 @@ TEST_SPARK = SparkConfig(
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    session = build_session(
-        TEST_SPARK, LakehouseConfig(root=str(tmp_path_factory.mktemp("lakehouse")), checkpoint_dir=str(checkpoints))
-    )
+    ivy = Path(TEST_SPARK.ivy_dir).expanduser()
+    ivy.mkdir(parents=True, exist_ok=True)
+    with (ivy / ".cdp-spark-tests.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, once this session's jars are resolved
+        session = build_session(
+            TEST_SPARK,
+            LakehouseConfig(root=str(tmp_path_factory.mktemp("lakehouse")), checkpoint_dir=str(checkpoints)),
+        )
     yield session
     session.stop()
 

@@ -28,7 +28,7 @@ from cdp_spark.config import SparkConfig
 from cdp_spark.ingest.sources import load_sources
 from cdp_spark.session import JARS_REPOSITORIES_ENV, REQUIRED_PACKAGES
 
-# Each runs the pipeline again (the cluster: spark-submit per stage): `make test-integration`, not `make test`.
+# The pipeline again, a spark-submit per stage: minutes; `-m 'not integration'` skips them while developing.
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ class StandaloneCluster:
 
 @dataclass
 class Submitter:
-    """Runs ``spark-submit jobs/<stage>.py`` against the cluster, the way docs/deploy.md shows it."""
+    """Runs ``spark-submit jobs/<stage>.py`` against the cluster, the way the README ("Running on a cluster") shows it."""
 
     cluster: StandaloneCluster
     work: Path

@@ -13,6 +13,7 @@ from cdp_spark.identity.deterministic import anonymous_records, deterministic_ed
 from cdp_spark.identity.graph import cluster
 from cdp_spark.identity.rules import IdentityConfig
 from cdp_spark.identity.stable_ids import assign_cdp_ids
+from cdp_spark.ops import progress
 
 log = logging.getLogger("cdp_spark")
 
@@ -62,19 +63,22 @@ def resolve(
     anonymous = anonymous_records(facts or {}, config)
     if anonymous is not None:
         values = values.unionByName(anonymous).distinct()
-    values = values.checkpoint()
+    with progress("[resolve] identifier values"):
+        values = values.checkpoint()
     usable, guarded = guard_values(values, config)
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
     model = None
     if config.probabilistic is not None:
         try:
-            prob_edges, model = probabilistic_edges(records, config, seed)
+            with progress("[resolve] probabilistic model (u from random pairs, m by EM)"):
+                prob_edges, model = probabilistic_edges(records, config, seed)
             edges = edges.unionByName(prob_edges)
         except probabilistic.NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
     vertices = records.select(F.col(config.record_id).alias("record_id"))
     if anonymous is not None:
         vertices = vertices.unionByName(anonymous.select("record_id")).distinct()
-    components, edges, offending = cluster(vertices, edges, usable, config)
+    with progress("[resolve] edges scored and clustered (connected components, guards)"):
+        components, edges, offending = cluster(vertices, edges, usable, config)
     identity_map, lineage = assign_cdp_ids(components, previous_map, run_id)
     return ResolveResult(identity_map, edges, guarded, lineage, offending, model)
