@@ -42,6 +42,11 @@ def _submitted_conf() -> SparkConf | None:
     """The conf spark-submit passed in, or None when we are the ones who decide (plain ``python``)."""
     if SparkContext._active_spark_context is not None:
         return SparkContext._active_spark_context.getConf()
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None  # no JVM started us: nothing was submitted
+    # spark-submit started this interpreter from its JVM, whose system properties hold the submitted conf
+    # (--master, --packages, --conf ...). Without this JVM, SparkConf(loadDefaults=True) is an empty dict.
+    SparkContext._ensure_initialized()
     conf = SparkConf(loadDefaults=True)
     return conf if conf.contains("spark.master") else None
 
