@@ -450,14 +450,20 @@ def versions(spark, root: str) -> dict[str, int]:
     }
 
 
-@pytest.mark.slow
-def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(spark, lakehouse, tmp_path):
-    root = lakehouse.root
-    build_lakehouse(spark, root)
+def exported_lakehouse(spark, lakehouse, tmp_path) -> CdpConfig:
+    """The hand-made lakehouse with the test destinations exported once; the config that names them."""
+    build_lakehouse(spark, lakehouse.root)
     destinations = tmp_path / "destinations.yaml"
     destinations.write_text(DESTINATIONS)
     config = CdpConfig(lakehouse=lakehouse, files=StageFiles(destinations=str(destinations)))
     activation_job.run(Context(config, argparse.Namespace(as_of=None), _spark=spark), StageRun("activate"))
+    return config
+
+
+@pytest.mark.slow
+def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(spark, lakehouse, tmp_path):
+    root = lakehouse.root
+    config = exported_lakehouse(spark, lakehouse, tmp_path)
     exported = export_files(root)
     assert any("jane.doe@example.com" in text for text in exported.values())
     assert any(JANE_EMAIL_SHA in text for text in exported.values())
@@ -552,11 +558,7 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
 @pytest.mark.slow
 def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, lakehouse, tmp_path, monkeypatch):
     root = lakehouse.root
-    build_lakehouse(spark, root)
-    destinations = tmp_path / "destinations.yaml"
-    destinations.write_text(DESTINATIONS)
-    config = CdpConfig(lakehouse=lakehouse, files=StageFiles(destinations=str(destinations)))
-    activation_job.run(Context(config, argparse.Namespace(as_of=None), _spark=spark), StageRun("activate"))
+    config = exported_lakehouse(spark, lakehouse, tmp_path)
     requests = tmp_path / "requests.csv"
     requests.write_text("request_id,identifier_type,value,requested_by\nREQ-1,email,jane.doe@example.com,dpo\n")
     ctx = Context(config, argparse.Namespace(requests=str(requests)), _spark=spark)
