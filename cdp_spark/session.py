@@ -63,6 +63,9 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
         "spark.app.name": spark_cfg.app_name,
         "spark.driver.memory": spark_cfg.driver_memory,
         "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions),
+        # Delta rebuilds table snapshots in 50 tasks by default (sized for clusters); on one machine that is
+        # most of the cost of every small read, MERGE and commit.
+        "spark.databricks.delta.snapshotPartitions": str(spark_cfg.shuffle_partitions),
         "spark.default.parallelism": str(spark_cfg.shuffle_partitions),
         "spark.sql.extensions": _DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": _DELTA_CATALOG,
@@ -70,6 +73,8 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.ui.showConsoleProgress": "false",
+        # Checkpointed data (graph iterations, MERGE sources) is deleted once nothing refers to it.
+        "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.adaptive.enabled": "true",
     }

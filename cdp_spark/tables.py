@@ -130,21 +130,20 @@ def upsert(
     hashed_source = source.withColumn("_row_hash", row_hash(value_columns))
     hashed_target = target.select(*keys, row_hash(value_columns).alias("_row_hash"))
     changed = hashed_source.join(hashed_target, on=[*keys, "_row_hash"], how="left_anti").drop("_row_hash")
-    changed = changed.persist()
-    try:
-        n_changed = changed.count()
-        if n_changed == 0:
-            return 0
-        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        update_condition = f"s.`{order_by}` >= t.`{order_by}`" if order_by else None
-        (
-            DeltaTable.forPath(spark, table.path(root))
-            .alias("t")
-            .merge(changed.alias("s"), condition)
-            .whenMatchedUpdateAll(condition=update_condition)
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-        return n_changed
-    finally:
-        changed.unpersist()
+    # Checkpointed, not cached: Delta materializes a MERGE source that is not a plain table scan, and for a
+    # cached plan it computes the plan again (Python UDFs and all); a checkpoint is copied instead.
+    changed = changed.checkpoint()
+    n_changed = changed.count()
+    if n_changed == 0:
+        return 0
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    update_condition = f"s.`{order_by}` >= t.`{order_by}`" if order_by else None
+    (
+        DeltaTable.forPath(spark, table.path(root))
+        .alias("t")
+        .merge(changed.alias("s"), condition)
+        .whenMatchedUpdateAll(condition=update_condition)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return n_changed

@@ -30,7 +30,6 @@ TEST_SPARK = SparkConfig(
         "spark.ui.enabled": "false",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.databricks.delta.retentionDurationCheck.enabled": "false",
-        "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
     },
 )

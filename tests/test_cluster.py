@@ -162,6 +162,8 @@ class Submitter:
             "--conf", "spark.executor.cores=1",
             "--conf", "spark.sql.shuffle.partitions=2",
             "--conf", "spark.default.parallelism=2",
+            # Tiny tables: rebuild Delta snapshots in 2 tasks, not Delta's default 50 (as the local test session).
+            "--conf", "spark.databricks.delta.snapshotPartitions=2",
             "--conf", "spark.ui.enabled=false",
             "--conf", "spark.ui.showConsoleProgress=false",
             str(REPO / "jobs" / f"{stage}.py"),

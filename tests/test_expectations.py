@@ -18,8 +18,11 @@ ROWS = [("o1", 10.0, "USD"), ("o2", -5.0, "USD"), ("o3", 7.5, None), ("o4", None
 
 def run(spark, expectations):
     flagged = evaluate(spark.createDataFrame(ROWS, SCHEMA), expectations)
-    results = count_results(flagged, "orders", expectations)
-    return results, enforce(flagged, "orders", expectations, results, "order_id")
+    results, quarantined = count_results(flagged, "orders", expectations)
+    kept, rejected = enforce(flagged, "orders", expectations, results, "order_id")
+    # The count the job reports is the number of rows enforce splits off.
+    assert quarantined == (0 if rejected is None else rejected.count())
+    return results, (kept, rejected)
 
 
 def test_warn_counts_and_keeps_every_row(spark):

@@ -33,7 +33,6 @@ KERNEL_SPARK = [
     + json.dumps(
         {
             "spark.ui.enabled": "false",
-            "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
         }
     ),

@@ -30,7 +30,8 @@ def connected_components(vertices: DataFrame, edges: DataFrame, clustering: Clus
 
     In: vertices ``record_id``; edges ``src_record_id, dst_record_id``. Out: ``record_id, component_id``.
     """
-    v = vertices.select("record_id").distinct().withColumn("id", F.xxhash64("record_id"))
+    # Materialized once: the collision check and every iteration of the algorithm read the vertex set.
+    v = vertices.select("record_id").distinct().withColumn("id", F.xxhash64("record_id")).checkpoint()
     collisions = v.groupBy("id").count().where("count > 1").limit(1).count()
     if collisions:
         raise RuntimeError("64-bit hash collision between record ids; rename the records or report this")
@@ -89,9 +90,10 @@ def cluster(
     ``record_id, identifier, value``. Out: (``record_id, component_id``; edges with ``status``
     ``accepted`` or ``refused:<reason>``; still-offending ``component_id, reason``).
     """
-    edges = edges.withColumn("_priority", _edge_priority(config)).withColumn("status", F.lit("accepted"))
+    # The edges are a lazy plan (identifier self-joins, pair scoring): materialize them once, before the
+    # components read them, instead of computing them for the algorithm and again for the guards.
+    edges = edges.withColumn("_priority", _edge_priority(config)).withColumn("status", F.lit("accepted")).checkpoint()
     components = connected_components(records, edges, config.clustering).checkpoint()
-    edges = edges.checkpoint()
     offending = offending_components(components, values, config).checkpoint()
     for round_number in range(1, max_rounds + 1):
         n_offending = offending.count()

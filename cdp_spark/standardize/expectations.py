@@ -10,6 +10,7 @@ A row whose expression is NULL fails it (an expectation is a claim that must be 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -77,10 +78,12 @@ def evaluate(df: DataFrame, expectations: list[Expectation]) -> DataFrame:
     return df
 
 
-def count_results(flagged: DataFrame, table: str, expectations: list[Expectation]) -> list[ExpectationResult]:
-    """Pass/fail counts per expectation, in one aggregation pass."""
+def count_results(
+    flagged: DataFrame, table: str, expectations: list[Expectation]
+) -> tuple[list[ExpectationResult], int]:
+    """Pass/fail counts per expectation, and the rows failing any ``quarantine`` one, in one aggregation pass."""
     if not expectations:
-        return []
+        return [], 0
     aggregates = []
     for expectation in expectations:
         flag = F.col(_flag(expectation))
@@ -88,11 +91,14 @@ def count_results(flagged: DataFrame, table: str, expectations: list[Expectation
             F.count_if(flag).alias(f"p_{expectation.name}"),
             F.count_if(~flag).alias(f"f_{expectation.name}"),
         ]
-    row = flagged.agg(*aggregates).first()
-    return [
+    quarantining = [F.col(_flag(e)) for e in expectations if e.action == "quarantine"]
+    holds_all = reduce(lambda a, b: a & b, quarantining, F.lit(True))
+    row = flagged.agg(*aggregates, F.count_if(~holds_all).alias("_quarantined")).first()
+    results = [
         ExpectationResult(table, e.name, e.action, int(row[f"p_{e.name}"]), int(row[f"f_{e.name}"]))
         for e in expectations
     ]
+    return results, int(row["_quarantined"])
 
 
 def enforce(

@@ -33,11 +33,13 @@ from cdp_spark.standardize.rules import StandardizeRules
 from cdp_spark.standardize.silver import (
     SILVER,
     check_target,
-    latest_per_key,
     map_columns,
+    rank_per_key,
+    ranking_columns,
     standardize_rows,
     to_contract,
-    with_keys,
+    with_fact_record_id,
+    with_key_columns,
 )
 
 log = logging.getLogger("cdp_spark")
@@ -99,73 +101,77 @@ def process_target(
     run_id: str,
     batch_id: str,
 ) -> TargetResult:
-    """Map, standardize, key, deduplicate, check and upsert one source's new rows into one silver table."""
-    spark = bronze.sparkSession
+    """Map, standardize, key, deduplicate, check and upsert one source's new rows into one silver table.
+
+    The key and ordering columns are standardized first and only the latest row per key is standardized
+    in full; the counts come from two aggregations (rows by key state, then expectations).
+    """
     spec = SILVER[target.table]
     # A hinted field no file has carried yet is still a declared field: null, not an unknown column.
     present = {c.lower() for c in bronze.columns}
     declared = {c: F.lit(None).cast(t) for c, t in source.schema_hints.items() if c.lower() not in present}
     bronze = bronze.withColumns(declared) if declared else bronze
-    keyed = with_keys(standardize_rows(map_columns(bronze, target), target.table, rules), source.name, target)
-    keyed = keyed.persist()
+    first = ranking_columns(target)
+    mapped = standardize_rows(map_columns(bronze, target), target.table, rules, columns=first)
+    ranked = rank_per_key(with_key_columns(mapped, source.name, target), target.table).persist()
+    flagged = None
     try:
-        rows_in = keyed.count()
-        missing = keyed.where("_key_missing")
-        valid = keyed.where(~F.col("_key_missing"))
-        latest = latest_per_key(valid, target.table).persist()
-        rows_valid, rows_latest = valid.count(), latest.count()
+        row = ranked.agg(
+            F.count("*").alias("rows_in"),
+            F.count_if("_key_missing").alias("missing"),
+            F.count_if(F.col("_rank") == 1).alias("latest"),
+        ).first()
+        rows_in, rows_missing, rows_latest = row["rows_in"], row["missing"], row["latest"]
+        latest = ranked.where(F.col("_rank") == 1).drop("_rank")
+        rest = set(spec.columns) - first
+        latest = with_fact_record_id(standardize_rows(latest, target.table, rules, columns=rest), target)
         checks = expectations.for_table(target.table)
-        flagged = evaluate(latest, checks)
-        results = count_results(flagged, target.table, checks)
+        flagged = evaluate(latest, checks).persist()
+        results, rows_rejected = count_results(flagged, target.table, checks)
         kept, rejected = enforce(flagged, target.table, checks, results, spec.key[0])
         key_text = F.concat_ws("|", *[F.col(k).cast("string") for k in spec.key])
-        quarantined = [
-            quarantine_rows(
-                missing,
-                source.name,
-                "standardize",
-                "missing_key",
-                f"no value for key column(s) {', '.join(target.key)} of {target.table}",
-                None,
-                run_id,
-            )
-        ]
+        quarantine = quarantine_rows(
+            ranked.where("_key_missing"),
+            source.name,
+            "standardize",
+            "missing_key",
+            f"no value for key column(s) {', '.join(target.key)} of {target.table}",
+            None,
+            run_id,
+        )
         if rejected is not None:
             reason = F.concat(F.lit("failed expectation(s): "), F.array_join("_dq_failed", ", "))
-            quarantined.append(
+            quarantine = quarantine.unionByName(
                 quarantine_rows(rejected, source.name, "standardize", "expectation", reason, key_text, run_id)
             )
-        quarantine = quarantined[0] if len(quarantined) == 1 else quarantined[0].unionByName(quarantined[1])
-        quarantine = quarantine.persist()
-        rows_quarantined = quarantine.count()
         contract = to_contract(kept, target.table)
         rows_changed = tables.upsert(contract, root, spec.table, list(spec.key), order_by=spec.order_by)
-        rows_kept = rows_latest - (rows_quarantined - (rows_in - rows_valid))
+        rows_quarantined = rows_missing + rows_rejected
         if rows_quarantined:
             # One transaction per (source, table, batch): a redone batch appends nothing twice.
             txn = {"txnAppId": f"cdp-silver-{source.name}-{target.table}", "txnVersion": str(_batch_number(batch_id))}
             tables.append(quarantine, root, tables.QUARANTINE, options=txn)
-        quarantine.unpersist()
-        _record_dq(spark, root, run_id, source.name, results)
-        latest.unpersist()
         return TargetResult(
             rows_in=rows_in,
-            rows_missing_key=rows_in - rows_valid,
-            rows_duplicate=rows_valid - rows_latest,
+            rows_missing_key=rows_missing,
+            rows_duplicate=rows_in - rows_missing - rows_latest,
             rows_quarantined=rows_quarantined,
-            rows_kept=rows_kept,
+            rows_kept=rows_latest - rows_rejected,
             rows_changed=rows_changed,
             expectations=results,
         )
     finally:
-        keyed.unpersist()
+        if flagged is not None:
+            flagged.unpersist()
+        ranked.unpersist()
 
 
-def _record_dq(spark: SparkSession, root: str, run_id: str, source: str, results: list[ExpectationResult]) -> None:
+def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[str, ExpectationResult]]) -> None:
+    """Append the run's expectation counts, per (source, result), to ops.dq_metrics in one commit."""
     if not results:
         return
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows = [(run_id, r.table, source, r.expectation, r.action, r.passed, r.failed, now) for r in results]
+    rows = [(run_id, r.table, source, r.expectation, r.action, r.passed, r.failed, now) for source, r in results]
     tables.append(spark.createDataFrame(rows, DQ_SCHEMA), root, tables.DQ_METRICS)
 
 
@@ -176,37 +182,53 @@ def run(ctx: Context, stage: StageRun) -> None:
         for target in source.silver:
             check_target(source, target)
     spark, root = ctx.spark, ctx.root
-    for source in sources.sources:
-        if not source.silver:
-            continue
-        bronze = new_bronze_rows(spark, root, source.name)
-        if bronze is None:
-            log.warning("[standardize] %s: no bronze table yet (run cdp-spark ingest first); skipped", source.name)
-            continue
-        bronze = bronze.persist()
-        try:
-            batch_id = bronze.agg(F.max("_batch_id")).first()[0]
-            if batch_id is None:
-                with stage.step(f"{source.name}: nothing new") as counts:
-                    counts["rows_read"] = 0
-                continue
-            for target in source.silver:
-                with stage.step(f"{source.name} -> {target.table}") as counts:
-                    result = process_target(
-                        bronze, source, target, sources.standardize, expectations, root, stage.run_id, batch_id
-                    )
-                    counts.update(
-                        rows_read=result.rows_in,
-                        rows_written=result.rows_kept,
-                        rows_quarantined=result.rows_quarantined,
-                        rows_duplicate=result.rows_duplicate,
-                        rows_changed=result.rows_changed,
-                    )
-                    for r in result.expectations:
-                        counts[f"dq_failed:{r.expectation}"] = r.failed
-            marker = spark.createDataFrame(
-                [(source.name, batch_id, stage.run_id, datetime.now(UTC).replace(tzinfo=None))], SILVER_LOG_SCHEMA
-            )
-            tables.append(marker, root, tables.SILVER_LOG)
-        finally:
-            bronze.unpersist()
+    dq_results: list[tuple[str, ExpectationResult]] = []
+    try:
+        for source in sources.sources:
+            if source.silver:
+                _standardize_source(ctx, stage, source, sources.standardize, expectations, dq_results)
+    finally:
+        # Also when a later step fails: what was measured is recorded.
+        _record_dq(spark, root, stage.run_id, dq_results)
+
+
+def _standardize_source(
+    ctx: Context,
+    stage: StageRun,
+    source: SourceConfig,
+    rules: StandardizeRules,
+    expectations: ExpectationsConfig,
+    dq_results: list[tuple[str, ExpectationResult]],
+) -> None:
+    """Every silver target of one source's new bronze batches, then the batch recorded in ops.silver_log."""
+    spark, root = ctx.spark, ctx.root
+    bronze = new_bronze_rows(spark, root, source.name)
+    if bronze is None:
+        log.warning("[standardize] %s: no bronze table yet (run cdp-spark ingest first); skipped", source.name)
+        return
+    bronze = bronze.persist()
+    try:
+        batch_id = bronze.agg(F.max("_batch_id")).first()[0]
+        if batch_id is None:
+            with stage.step(f"{source.name}: nothing new") as counts:
+                counts["rows_read"] = 0
+            return
+        for target in source.silver:
+            with stage.step(f"{source.name} -> {target.table}") as counts:
+                result = process_target(bronze, source, target, rules, expectations, root, stage.run_id, batch_id)
+                dq_results += [(source.name, r) for r in result.expectations]
+                counts.update(
+                    rows_read=result.rows_in,
+                    rows_written=result.rows_kept,
+                    rows_quarantined=result.rows_quarantined,
+                    rows_duplicate=result.rows_duplicate,
+                    rows_changed=result.rows_changed,
+                )
+                for r in result.expectations:
+                    counts[f"dq_failed:{r.expectation}"] = r.failed
+        marker = spark.createDataFrame(
+            [(source.name, batch_id, stage.run_id, datetime.now(UTC).replace(tzinfo=None))], SILVER_LOG_SCHEMA
+        )
+        tables.append(marker, root, tables.SILVER_LOG)
+    finally:
+        bronze.unpersist()

@@ -7,6 +7,7 @@ each standard column (``SilverTarget``); this module does the rest, the same way
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
@@ -235,26 +236,44 @@ def _standard(column: str, kind: str, df: DataFrame, rules: StandardizeRules) ->
     return text  # id, record_id: trimmed strings
 
 
-def standardize_rows(mapped: DataFrame, table: str, rules: StandardizeRules) -> DataFrame:
-    """Standardize every contract column of ``table`` present in ``mapped`` (missing ones become null).
+def ranking_columns(target: SilverTarget) -> set[str]:
+    """The contract columns needed to key and rank a target's rows, with what they depend on.
 
-    Country is standardized first: postcodes and phone regions depend on it. Consent identifiers are
-    standardized by their type (email or phone).
+    Standardize does these first, keeps the latest row per key, and standardizes the remaining columns
+    of those rows only: duplicates and keyless rows never pay for phone parsing and the like.
+    """
+    spec = SILVER[target.table]
+    keys = {k for k in (*target.key, *spec.key) if spec.columns.get(k, "derived") != "derived"}
+    columns = keys | ({spec.order_by} if spec.order_by else set())
+    if "country" in spec.columns and any(spec.columns[c] in ("phone", "postcode") for c in columns):
+        columns.add("country")  # phone regions and postcode formats depend on the standardized country
+    return columns
+
+
+def standardize_rows(
+    mapped: DataFrame, table: str, rules: StandardizeRules, columns: Collection[str] | None = None
+) -> DataFrame:
+    """Standardize the contract columns of ``table`` (all, or only ``columns``); missing ones become null.
+
+    Country is standardized first: postcodes and phone regions depend on it (a call with ``columns``
+    that holds a phone or postcode but not country expects country standardized already). Consent
+    identifiers are standardized by their type (email or phone).
     """
     spec = SILVER[table]
+    wanted = set(spec.columns) if columns is None else set(columns)
     df = mapped
-    if table == "customer_records" and "full_name" in df.columns:
+    if table == "customer_records" and "full_name" in df.columns and wanted & {"first_name", "last_name"}:
         first, last = first_and_last(F.col("full_name"), rules.names)
         given_first = F.col("first_name") if "first_name" in df.columns else F.lit(None).cast("string")
         given_last = F.col("last_name") if "last_name" in df.columns else F.lit(None).cast("string")
         df = df.withColumns(
             {"first_name": F.coalesce(given_first, first), "last_name": F.coalesce(given_last, last)}
         ).drop("full_name")
-    if "country" in spec.columns:
+    if "country" in spec.columns and "country" in wanted:
         df = df.withColumn("country", _standard("country", "country", df, rules))
     standard = {}
     for column, kind in spec.columns.items():
-        if kind in ("derived", "record_id") or column == "country":
+        if kind in ("derived", "record_id") or column == "country" or column not in wanted:
             continue
         if kind == "identifier":
             identifier_type = F.lower(F.trim(F.col("identifier_type")))
@@ -276,6 +295,14 @@ def with_keys(standardized: DataFrame, source: str, target: SilverTarget) -> Dat
     record's id is ``<source>:<key values joined by |>``; a fact's ``record_id`` is the mapping's SQL
     over the standardized columns (e.g. ``concat('cookie:', cookie_id)``), null when it has none.
     """
+    return with_fact_record_id(with_key_columns(standardized, source, target), target)
+
+
+def with_key_columns(standardized: DataFrame, source: str, target: SilverTarget) -> DataFrame:
+    """``_key_missing``, and a customer record's ``source``, ``source_key``, ``record_id`` (see ``with_keys``).
+
+    Needs only the key columns standardized.
+    """
     parts = [F.trim(F.col(k).cast("string")) for k in target.key]
     missing = F.lit(False)
     for part in parts:
@@ -290,18 +317,28 @@ def with_keys(standardized: DataFrame, source: str, target: SilverTarget) -> Dat
                 "record_id": F.concat(F.lit(f"{source}:"), source_key),
             }
         )
-    elif "record_id" in SILVER[target.table].columns:
-        sql = target.columns.get("record_id")
-        df = df.withColumn("record_id", F.expr(sql).cast("string") if sql else F.lit(None).cast("string"))
     return df
 
 
-def latest_per_key(df: DataFrame, table: str) -> DataFrame:
-    """One row per key of the silver table: the latest by ``order_by`` (then the raw row, for determinism)."""
+def with_fact_record_id(standardized: DataFrame, target: SilverTarget) -> DataFrame:
+    """A fact's ``record_id``: the mapping's SQL over the standardized columns (see ``with_keys``)."""
+    if target.table == "customer_records" or "record_id" not in SILVER[target.table].columns:
+        return standardized
+    sql = target.columns.get("record_id")
+    return standardized.withColumn("record_id", F.expr(sql).cast("string") if sql else F.lit(None).cast("string"))
+
+
+def rank_per_key(df: DataFrame, table: str) -> DataFrame:
+    """Add ``_rank``: 1 for the latest row per key of the silver table, by ``order_by`` then the raw row (for
+    determinism); null for rows whose key is missing (``_key_missing``, from ``with_key_columns``).
+
+    Keyless rows are spread over the window's partitions by a hash of their raw row, not piled onto one.
+    """
     spec = SILVER[table]
     order = [F.desc_nulls_last(spec.order_by)] if spec.order_by else []
-    window = Window.partitionBy(*spec.key).orderBy(*order, F.desc("_raw"))
-    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+    spread = F.when(F.col("_key_missing"), F.xxhash64("_raw"))
+    window = Window.partitionBy(*spec.key, spread).orderBy(*order, F.desc("_raw"))
+    return df.withColumn("_rank", F.when(~F.col("_key_missing"), F.row_number().over(window)))
 
 
 def to_contract(df: DataFrame, table: str) -> DataFrame:
