@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY_DIRS := $(wildcard cdp_spark jobs tests benchmarks deploy)
 
-.PHONY: setup demo test test-integration lint format benchmark clean
+.PHONY: setup demo test lint format benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -32,10 +32,6 @@ TEST_WORKERS ?= 2
 
 test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
-
-# spark-submit to a local standalone cluster, and the notebooks executed: ~15 min more on 2 cores.
-test-integration: setup
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m integration
 
 format: setup
 	$(BIN)/ruff format $(PY_DIRS)

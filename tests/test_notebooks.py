@@ -20,7 +20,7 @@ from cdp_spark.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
-# The kernels and the pipeline run of the fixture: `make test-integration`, not `make test` (yet).
+# Three kernels, each its own JVM, after a pipeline run on generated data.
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 NOTEBOOKS = ["01_profiles_and_identity.ipynb", "02_models.ipynb", "03_segments.ipynb"]
 PEOPLE, DAYS = 300, 2
