@@ -54,3 +54,12 @@ def spark(tmp_path_factory):
 def lakehouse(tmp_path) -> LakehouseConfig:
     """A fresh lakehouse folder for one test, so tests never share tables by accident."""
     return LakehouseConfig(root=str(tmp_path / "lakehouse"))
+
+
+def pytest_collection_modifyitems(items):
+    """The integration tests (cluster, notebooks: the longest files) first.
+
+    Under pytest-xdist they then start at once on separate workers, while the short files fill in
+    around them, instead of one of them running alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
