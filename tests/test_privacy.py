@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 from datetime import date, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 
 from cdp_spark import tables
 from cdp_spark.activation import job as activation_job
-from cdp_spark.config import CdpConfig, ConfigError, StageFiles
+from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy import erase as erase_module
@@ -450,20 +451,39 @@ def versions(spark, root: str) -> dict[str, int]:
     }
 
 
-def exported_lakehouse(spark, lakehouse, tmp_path) -> CdpConfig:
-    """The hand-made lakehouse with the test destinations exported once; the config that names them."""
-    build_lakehouse(spark, lakehouse.root)
-    destinations = tmp_path / "destinations.yaml"
+@pytest.fixture(scope="module")
+def exported_template(spark, tmp_path_factory) -> CdpConfig:
+    """The hand-made lakehouse with the test destinations exported once, kept pristine for the tests to restore."""
+    work = tmp_path_factory.mktemp("erasure")
+    destinations = work / "destinations.yaml"
     destinations.write_text(DESTINATIONS)
-    config = CdpConfig(lakehouse=lakehouse, files=StageFiles(destinations=str(destinations)))
+    config = CdpConfig(
+        lakehouse=LakehouseConfig(root=str(work / "lakehouse")), files=StageFiles(destinations=str(destinations))
+    )
+    build_lakehouse(spark, config.lakehouse.root)
     activation_job.run(Context(config, argparse.Namespace(as_of=None), _spark=spark), StageRun("activate"))
+    shutil.copytree(config.lakehouse.root, work / "pristine")
     return config
 
 
+@pytest.fixture
+def exported(spark, exported_template) -> CdpConfig:
+    """The exported lakehouse as it was built, at the path it was built at (the audit log names its export folders).
+
+    The tests of this file run one after another in one process (one xdist worker per file), so each restores the
+    same folder; Delta's cached table logs are dropped, as they would point at versions the restore took away.
+    """
+    root = Path(exported_template.lakehouse.root)
+    shutil.rmtree(root)
+    shutil.copytree(root.parent / "pristine", root)
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    return exported_template
+
+
 @pytest.mark.slow
-def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(spark, lakehouse, tmp_path):
-    root = lakehouse.root
-    config = exported_lakehouse(spark, lakehouse, tmp_path)
+def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(spark, exported, tmp_path):
+    config = exported
+    root = config.lakehouse.root
     exported = export_files(root)
     assert any("jane.doe@example.com" in text for text in exported.values())
     assert any(JANE_EMAIL_SHA in text for text in exported.values())
@@ -556,9 +576,9 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
 
 
 @pytest.mark.slow
-def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, lakehouse, tmp_path, monkeypatch):
-    root = lakehouse.root
-    config = exported_lakehouse(spark, lakehouse, tmp_path)
+def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, exported, tmp_path, monkeypatch):
+    config = exported
+    root = config.lakehouse.root
     requests = tmp_path / "requests.csv"
     requests.write_text("request_id,identifier_type,value,requested_by\nREQ-1,email,jane.doe@example.com,dpo\n")
     ctx = Context(config, argparse.Namespace(requests=str(requests)), _spark=spark)
