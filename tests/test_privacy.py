@@ -467,7 +467,7 @@ def exported_template(spark, tmp_path_factory) -> CdpConfig:
 
 
 @pytest.fixture
-def exported(spark, exported_template) -> CdpConfig:
+def exported_lakehouse(spark, exported_template) -> CdpConfig:
     """The exported lakehouse as it was built, at the path it was built at (the audit log names its export folders).
 
     The tests of this file run one after another in one process (one xdist worker per file), so each restores the
@@ -481,8 +481,10 @@ def exported(spark, exported_template) -> CdpConfig:
 
 
 @pytest.mark.slow
-def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(spark, exported, tmp_path):
-    config = exported
+def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_as_a_no_op(
+    spark, exported_lakehouse, tmp_path
+):
+    config = exported_lakehouse
     root = config.lakehouse.root
     exported = export_files(root)
     assert any("jane.doe@example.com" in text for text in exported.values())
@@ -576,8 +578,8 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
 
 
 @pytest.mark.slow
-def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, exported, tmp_path, monkeypatch):
-    config = exported
+def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, exported_lakehouse, tmp_path, monkeypatch):
+    config = exported_lakehouse
     root = config.lakehouse.root
     requests = tmp_path / "requests.csv"
     requests.write_text("request_id,identifier_type,value,requested_by\nREQ-1,email,jane.doe@example.com,dpo\n")
