@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY_DIRS := $(wildcard cdp_spark jobs tests benchmarks deploy)
 
-.PHONY: setup demo test lint format benchmark clean
+.PHONY: setup demo test lint format benchmark benchmark-peer clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ format: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/run.py
+
+# Splink (the peer) runs in its own virtualenv, built by benchmarks/peer_splink_venv.sh on first use.
+benchmark-peer: setup
+	$(BIN)/python benchmarks/peer_splink.py
 
 clean:
 	rm -rf data lakehouse mlruns.db mlartifacts reports spark-warehouse metastore_db derby.log

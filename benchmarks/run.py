@@ -63,6 +63,7 @@ def main() -> None:
         choices=PIPELINE[1:],
         help="keep the data and lakehouse of an earlier run in --workdir and time the stages from this one on",
     )
+    parser.add_argument("--event-log", help="write Spark's event log here (read it with benchmarks/eventlog.py)")
     args = parser.parse_args()
     if args.stages != PIPELINE[: len(args.stages)]:
         parser.error(f"--stages must be a prefix of the pipeline: {' '.join(PIPELINE)}")
@@ -86,6 +87,16 @@ def main() -> None:
              "spark.driver_memory=12g", f"spark.shuffle_partitions={max(4, cores * 4)}",
              f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts"],
         )  # fmt: skip
+        if args.event_log:
+            Path(args.event_log).mkdir(parents=True, exist_ok=True)
+            config.spark.conf.update(
+                {
+                    "spark.eventLog.enabled": "true",
+                    "spark.eventLog.dir": Path(args.event_log).resolve().as_uri(),
+                    "spark.eventLog.compress": "false",  # plain JSON lines for benchmarks/eventlog.py
+                    "spark.eventLog.rolling.enabled": "false",
+                }
+            )
         ctx = Context(config, argparse.Namespace(people=people, days=args.days, seed=42, out=str(sample)))
         row = {"people": people}
         if not args.resume_at:

@@ -10,12 +10,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from cdp_spark import tables
 
 log = logging.getLogger("cdp_spark")
+
+_JOB_DESCRIPTION = "spark.job.description"
 
 RUN_METRICS_SCHEMA = T.StructType(
     [
@@ -50,7 +53,8 @@ class StageRun:
         counts: dict[str, float | int] = {}
         started = time.perf_counter()
         log.info("[%s] %s ...", self.stage, name)
-        yield counts
+        with job_description(f"cdp-spark {self.stage}: {name}"):
+            yield counts
         seconds = time.perf_counter() - started
         for metric, value in counts.items():
             self.record(name, metric, value)
@@ -66,11 +70,27 @@ class StageRun:
 
 
 @contextmanager
+def job_description(text: str) -> Iterator[None]:
+    """Name the Spark jobs started inside (Spark UI, event log) after the cdp-spark step or phase running them."""
+    context = SparkContext._active_spark_context
+    if context is None:
+        yield
+        return
+    previous = context.getLocalProperty(_JOB_DESCRIPTION)
+    context.setLocalProperty(_JOB_DESCRIPTION, text)
+    try:
+        yield
+    finally:
+        context.setLocalProperty(_JOB_DESCRIPTION, previous)
+
+
+@contextmanager
 def progress(what: str) -> Iterator[None]:
     """Log the start and the duration of one phase of a long library call (a stage's steps record metrics)."""
     started = time.perf_counter()
     log.info("%s ...", what)
-    yield
+    with job_description(what):
+        yield
     log.info("%s done in %.1fs", what, time.perf_counter() - started)
 
 

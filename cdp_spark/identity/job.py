@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -33,14 +34,20 @@ def _read_records_file(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.parquet(path)
 
 
-def _write_if_changed(df: DataFrame, root: str, table: tables.Table, keys: list[str]) -> int:
-    """Overwrite a derived table only when its content changed, so a rerun adds no version."""
+def _write_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
+    """Overwrite a derived table only when its content changed, so a rerun adds no version.
+
+    ``df``'s rows must be distinct (a key among its columns). One full outer join on every column tells
+    whether any row was added or removed (two ``exceptAll`` would shuffle both sides twice).
+    """
     spark = df.sparkSession
     if tables.exists(spark, root, table):
         current = tables.read(spark, root, table)
         if sorted(current.columns) == sorted(df.columns):
-            df = df.select(*current.columns)
-            if df.exceptAll(current).limit(1).count() == 0 and current.exceptAll(df).limit(1).count() == 0:
+            new, old = df.withColumn("_new", F.lit(True)), current.withColumn("_old", F.lit(True))
+            same_row = reduce(lambda a, b: a & b, [new[c].eqNullSafe(old[c]) for c in df.columns])
+            joined = new.join(old, same_row, "full_outer")
+            if joined.where(F.col("_new").isNull() | F.col("_old").isNull()).limit(1).count() == 0:
                 return 0
     tables.overwrite(df, root, table)
     return 1
@@ -69,13 +76,17 @@ def run(ctx: Context, stage: StageRun) -> None:
     with stage.step("resolve") as counts:
         result = resolve(spark, records, config, previous, facts, run_id=stage.run_id, seed=ctx.config.sample.seed)
         identity_map = result.identity_map.checkpoint()
-        counts["vertices"] = identity_map.count()
-        counts["cdp_ids"] = identity_map.select("cdp_id").distinct().count()
+        row = identity_map.agg(F.count("*").alias("vertices"), F.countDistinct("cdp_id").alias("cdp_ids")).first()
+        counts["vertices"], counts["cdp_ids"] = row["vertices"], row["cdp_ids"]
     with stage.step("write identity tables") as counts:
-        edges = result.edges.withColumn("run_id", F.lit(stage.run_id)).checkpoint()
-        counts["edges_accepted"] = edges.where("status = 'accepted'").count()
-        counts["edges_refused"] = edges.where("status != 'accepted'").count()
-        counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP, ["record_id"])
+        # result.edges is materialized (clustering checkpointed it): counted and written without recomputation.
+        edges = result.edges.withColumn("run_id", F.lit(stage.run_id))
+        row = edges.agg(
+            F.count_if(F.col("status") == "accepted").alias("accepted"),
+            F.count_if(F.col("status") != "accepted").alias("refused"),
+        ).first()
+        counts["edges_accepted"], counts["edges_refused"] = row["accepted"], row["refused"]
+        counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP)
         if counts["map_changed"]:
             tables.overwrite(edges, root, tables.IDENTITY_EDGES)
         # Hashed: the table is read by people and other stages, and a hot phone can still be someone's.
@@ -87,8 +98,11 @@ def run(ctx: Context, stage: StageRun) -> None:
             F.lit(stage.run_id).alias("run_id"),
         )
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
-        lineage = result.lineage.withColumn("run_id", F.lit(stage.run_id)).withColumn(
-            "recorded_at", F.current_timestamp()
+        # Checkpointed: counted, then appended, from one computation of the id assignment's joins.
+        lineage = (
+            result.lineage.withColumn("run_id", F.lit(stage.run_id))
+            .withColumn("recorded_at", F.current_timestamp())
+            .checkpoint()
         )
         counts["lineage_events"] = lineage.count()
         if counts["lineage_events"]:

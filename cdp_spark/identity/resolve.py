@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -30,17 +31,33 @@ class ResolveResult:
     model: probabilistic.FittedModel | None
 
 
-def probabilistic_edges(records: DataFrame, config: IdentityConfig, seed: int) -> tuple[DataFrame, object]:
-    """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones."""
-    model = probabilistic.train(records, config.probabilistic, config.record_id, seed=seed)
-    accepted = probabilistic.accepted_edges(records, config.probabilistic, config.record_id, model)
-    return accepted.select(
+def probabilistic_edges(
+    records: DataFrame, config: IdentityConfig, seed: int
+) -> tuple[DataFrame, probabilistic.FittedModel, DataFrame]:
+    """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones.
+
+    Returns (edges, fitted model, the persisted comparison vectors the edges read: unpersist them once the
+    edges are materialized). The candidate pairs and their levels (the Jaro-Winkler UDF among them) are
+    computed once: training counts them and scoring filters the same rows.
+    """
+    settings = config.probabilistic
+    vectors = probabilistic.comparison_vectors(
+        probabilistic.candidate_pairs(records, settings, config.record_id), settings
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        model = probabilistic.train(records, settings, config.record_id, seed=seed, vectors=vectors)
+    except BaseException:
+        vectors.unpersist()
+        raise
+    accepted = probabilistic.accepted_edges(records, settings, config.record_id, model, vectors=vectors)
+    edges = accepted.select(
         F.col("src_record_id").cast("string"),
         F.col("dst_record_id").cast("string"),
         "rule",
         F.col("score").cast("double"),
         F.lit(None).cast("string").alias("identifier"),
-    ), model
+    )
+    return edges, model, vectors
 
 
 def resolve(
@@ -67,11 +84,11 @@ def resolve(
         values = values.checkpoint()
     usable, guarded = guard_values(values, config)
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
-    model = None
+    model, vectors = None, None
     if config.probabilistic is not None:
         try:
             with progress("[resolve] probabilistic model (u from random pairs, m by EM)"):
-                prob_edges, model = probabilistic_edges(records, config, seed)
+                prob_edges, model, vectors = probabilistic_edges(records, config, seed)
             edges = edges.unionByName(prob_edges)
         except probabilistic.NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
@@ -80,5 +97,7 @@ def resolve(
         vertices = vertices.unionByName(anonymous.select("record_id")).distinct()
     with progress("[resolve] edges scored and clustered (connected components, guards)"):
         components, edges, offending = cluster(vertices, edges, usable, config)
+    if vectors is not None:
+        vectors.unpersist()  # cluster() materialized the edges
     identity_map, lineage = assign_cdp_ids(components, previous_map, run_id)
     return ResolveResult(identity_map, edges, guarded, lineage, offending, model)
