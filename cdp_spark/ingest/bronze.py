@@ -310,8 +310,12 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
         raw = read_files(spark, source, list(batch.files))
     raw = raw.persist()
     try:
-        rows_read = raw.count()
         has_corrupt = CORRUPT in raw.columns
+        # One pass counts what was read and what is malformed (it also materializes the persisted batch).
+        malformed = F.count_if(F.col(CORRUPT).isNotNull()) if has_corrupt else F.lit(0)
+        counted = raw.agg(F.count("*").alias("read"), malformed.alias("malformed")).first()
+        rows_read, rows_quarantined = counted["read"], counted["malformed"]
+        rows_written = rows_read - rows_quarantined
         good = raw.where(F.col(CORRUPT).isNull()).drop(CORRUPT) if has_corrupt else raw
         bad = raw.where(F.col(CORRUPT).isNotNull()) if has_corrupt else raw.limit(0)
         bronze_table = tables.bronze(source.name)
@@ -320,11 +324,6 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
         )
         ingested_at = datetime.now(UTC).replace(tzinfo=None)
         bronze_rows = with_lineage(conform(good, target_schema, source.schema_hints), batch, ingested_at)
-        rows_written, rows_quarantined = good.count(), bad.count()
-        if rows_read != rows_written + rows_quarantined:
-            raise RuntimeError(
-                f"{batch.batch_id}: {rows_read} rows read but {rows_written} good + {rows_quarantined} malformed"
-            )
         txn = {"txnAppId": f"cdp-ingest-{source.name}", "txnVersion": str(batch.version)}
         tables.append(bronze_rows, root, bronze_table, merge_schema=True, options=txn)
         if rows_quarantined:
