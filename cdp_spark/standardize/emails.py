@@ -8,7 +8,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cdp_spark.standardize.rules import EmailRules
-from cdp_spark.standardize.text import WHITESPACE, blank_to_null
+from cdp_spark.standardize.text import WHITESPACE, blank_to_null, let
 
 # A pragmatic subset of RFC 5322, the one mail providers accept in practice: a dot-atom local part
 # (no leading, trailing or doubled dots, no quoted strings) and a domain of dot-separated labels
@@ -57,18 +57,26 @@ def _canonical(email: Column, rules: EmailRules) -> Column:
 
 def email_valid(email: Column, rules: EmailRules) -> Column:
     """True if the address is syntactically valid before and after the provider rules; null if missing/blank."""
-    cleaned = clean_email(email)
     # "+news@gmail.com" is well formed but its Gmail mailbox name is empty.
-    return F.when(
-        cleaned.isNotNull(), _is_syntactically_valid(cleaned) & _is_syntactically_valid(_canonical(cleaned, rules))
+    return let(
+        clean_email(email),
+        lambda cleaned: F.when(
+            cleaned.isNotNull(),
+            _is_syntactically_valid(cleaned) & _is_syntactically_valid(_canonical(cleaned, rules)),
+        ),
     )
 
 
 def normalize_email(email: Column, rules: EmailRules) -> Column:
     """The canonical address (lowercase, provider rules applied) or null if missing or invalid."""
-    cleaned = clean_email(email)
-    canonical = _canonical(cleaned, rules)
-    return F.when(_is_syntactically_valid(cleaned) & _is_syntactically_valid(canonical), canonical)
+    # Each intermediate is bound once (see ``let``): the canonical form is read four times below.
+    return let(
+        clean_email(email),
+        lambda cleaned: let(
+            _canonical(cleaned, rules),
+            lambda canonical: F.when(_is_syntactically_valid(cleaned) & _is_syntactically_valid(canonical), canonical),
+        ),
+    )
 
 
 def standardize_emails(df: DataFrame, rules: EmailRules, columns: Sequence[str] = ("email",)) -> DataFrame:
