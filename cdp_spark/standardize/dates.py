@@ -6,7 +6,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from cdp_spark.standardize.rules import DateRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace
+from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, let
 
 # ISO 8601 with an explicit zone: "2026-01-02T10:00:00Z", "...+02:00", "...-0500".
 _HAS_ZONE = r"(?i)(z|[+-]\d{2}:?\d{2})$"
@@ -14,8 +14,11 @@ _ISO_DATE_TIME = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 
 
 def _in_range(value: Column, rules: DateRules) -> Column:
-    year = F.year(value)
-    return F.when((year >= rules.min_year) & (year <= rules.max_year), value)
+    return let(value, lambda v: F.when((F.year(v) >= rules.min_year) & (F.year(v) <= rules.max_year), v))
+
+
+def _cleaned(text: Column) -> Column:
+    return blank_to_null(collapse_whitespace(text.cast("string")))
 
 
 def parse_date(text: Column, rules: DateRules) -> Column:
@@ -23,14 +26,17 @@ def parse_date(text: Column, rules: DateRules) -> Column:
 
     Null for blanks, unparseable text, impossible days (2026-02-30) and years outside the configured range.
     """
-    cleaned = blank_to_null(collapse_whitespace(text.cast("string")))
-    # try_to_timestamp returns null instead of raising (ANSI mode), and rejects impossible days.
-    attempts = [F.try_to_timestamp(cleaned, F.lit(fmt)) for fmt in rules.date_formats]
-    iso_day = F.when(
-        cleaned.rlike(_ISO_DATE_TIME),
-        F.try_to_timestamp(F.substring_index(F.regexp_replace(cleaned, "T", " "), " ", 1), F.lit("yyyy-M-d")),
-    )
-    return _in_range(F.coalesce(*attempts, iso_day).cast("date"), rules)
+
+    def parse(cleaned: Column) -> Column:
+        attempts = [F.try_to_timestamp(cleaned, F.lit(fmt)) for fmt in rules.date_formats]
+        iso_day = F.when(
+            cleaned.rlike(_ISO_DATE_TIME),
+            F.try_to_timestamp(F.substring_index(F.regexp_replace(cleaned, "T", " "), " ", 1), F.lit("yyyy-M-d")),
+        )
+        return F.coalesce(*attempts, iso_day).cast("date")
+
+    # The cleaned text and the parsed value are each bound once (see ``let``): every layout reads them.
+    return _in_range(let(_cleaned(text), parse), rules)
 
 
 def parse_timestamp(text: Column, rules: DateRules) -> Column:
@@ -39,12 +45,14 @@ def parse_timestamp(text: Column, rules: DateRules) -> Column:
     Already-typed timestamps pass through (the session time zone is UTC). Null for anything unparseable
     or outside the configured years.
     """
-    cleaned = blank_to_null(collapse_whitespace(text.cast("string")))
-    zoned = cleaned.rlike(_HAS_ZONE)
-    iso = F.when(cleaned.rlike(_ISO_DATE_TIME), F.try_to_timestamp(cleaned))
-    layouts = [F.try_to_timestamp(cleaned, F.lit(fmt)) for fmt in rules.timestamp_formats]
-    naive = F.coalesce(iso, *layouts) if layouts else iso
-    if rules.naive_timezone != "UTC":
-        naive = F.to_utc_timestamp(naive, rules.naive_timezone)
-    parsed = F.when(zoned, iso).otherwise(naive)
-    return _in_range(parsed, rules)
+
+    def parse(cleaned: Column) -> Column:
+        zoned = cleaned.rlike(_HAS_ZONE)
+        iso = F.when(cleaned.rlike(_ISO_DATE_TIME), F.try_to_timestamp(cleaned))
+        layouts = [F.try_to_timestamp(cleaned, F.lit(fmt)) for fmt in rules.timestamp_formats]
+        naive = F.coalesce(iso, *layouts) if layouts else iso
+        if rules.naive_timezone != "UTC":
+            naive = F.to_utc_timestamp(naive, rules.naive_timezone)
+        return F.when(zoned, iso).otherwise(naive)
+
+    return _in_range(let(_cleaned(text), parse), rules)
