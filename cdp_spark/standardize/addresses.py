@@ -8,7 +8,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from cdp_spark.standardize.rules import AddressRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, fold_accents
+from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, fold_accents, let
 
 
 def _literal_map(mapping: dict[str, str]) -> Column:
@@ -40,14 +40,18 @@ def normalize_city(city: Column) -> Column:
 
 def normalize_country(country: Column, rules: AddressRules) -> Column:
     """ISO 3166 alpha-2: ``"U.S.A."`` -> ``US``, ``"uk"`` -> ``GB``, ``"de"`` -> ``DE``; unknown -> default or null."""
-    key = collapse_whitespace(F.lower(F.regexp_replace(fold_accents(country), r"\.", "")))
-    aliased = F.element_at(_literal_map(rules.country_aliases), key) if rules.country_aliases else F.lit(None)
-    two_letters = F.when(key.rlike(r"^[a-z]{2}$"), F.upper(key))
-    resolved = F.coalesce(aliased, two_letters)
-    if rules.default_country:
-        # Only a missing country becomes the default; a value we cannot read stays null (not guessed).
-        resolved = F.when(blank_to_null(key).isNull(), F.lit(rules.default_country)).otherwise(resolved)
-    return resolved.cast("string")
+
+    def resolve(key: Column) -> Column:
+        aliased = F.element_at(_literal_map(rules.country_aliases), key) if rules.country_aliases else F.lit(None)
+        two_letters = F.when(key.rlike(r"^[a-z]{2}$"), F.upper(key))
+        resolved = F.coalesce(aliased, two_letters)
+        if rules.default_country:
+            # Only a missing country becomes the default; a value we cannot read stays null (not guessed).
+            resolved = F.when(blank_to_null(key).isNull(), F.lit(rules.default_country)).otherwise(resolved)
+        return resolved.cast("string")
+
+    # The cleaned key is bound once (see ``let``): the lookups below read it four times.
+    return let(collapse_whitespace(F.lower(F.regexp_replace(fold_accents(country), r"\.", ""))), resolve)
 
 
 def normalize_postcode(postcode: Column, country: Column, rules: AddressRules) -> Column:
@@ -56,9 +60,20 @@ def normalize_postcode(postcode: Column, country: Column, rules: AddressRules) -
     ``country`` is an ISO alpha-2 column (normalized); a null country is read as US when the value looks
     like a ZIP. Values that do not fit their country's pattern become null.
     """
-    raw = F.upper(collapse_whitespace(postcode))
-    compact = F.regexp_replace(raw, r"[\s-]", "")
-    digits = F.regexp_replace(raw, r"[^0-9]", "")
+    # raw, compact and digits are each bound once (see ``let``): the country formats read them a dozen times.
+    return let(
+        F.upper(collapse_whitespace(postcode)),
+        lambda raw: let(
+            F.regexp_replace(raw, r"[\s-]", ""),
+            lambda compact: let(
+                F.regexp_replace(raw, r"[^0-9]", ""),
+                lambda digits: _postcode(raw, compact, digits, country, rules),
+            ),
+        ),
+    )
+
+
+def _postcode(raw: Column, compact: Column, digits: Column, country: Column, rules: AddressRules) -> Column:
     us = F.coalesce(country, F.lit("US")) == "US"
     zip_digits = digits
     if rules.pad_us_zip:
