@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from cdp_spark.standardize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
 from cdp_spark.standardize.dates import parse_date, parse_timestamp
 from cdp_spark.standardize.emails import email_valid, normalize_email
-from cdp_spark.standardize.names import first_and_last, normalize_name
+from cdp_spark.standardize.names import normalize_name, split_full_name
 from cdp_spark.standardize.phones import phone_e164
 from cdp_spark.standardize.rules import AddressRules, DateRules, EmailRules, NameRules, PhoneRules
 
@@ -295,8 +295,8 @@ def test_name(names, i, raw, expected):
 
 def test_full_name_split(spark):
     df = spark.createDataFrame([("Dr. Mary Ann Smith",), ("Cher",), (None,)], "n string")
-    first, last = first_and_last(F.col("n"), NameRules())
-    assert [tuple(r) for r in df.select(first, last).collect()] == [("Mary Ann", "Smith"), ("Cher", None), (None, None)]
+    parts = split_full_name(F.col("n"), NameRules())
+    assert [tuple(r) for r in df.select(parts["first"], parts["last"]).collect()] == [("Mary Ann", "Smith"), ("Cher", None), (None, None)]
 
 
 @pytest.fixture(scope="module")

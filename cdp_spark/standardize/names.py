@@ -6,7 +6,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from cdp_spark.standardize.rules import NameRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, nfkc
+from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, let, nfkc
 
 
 def _words_pattern(words: list[str]) -> str:
@@ -41,14 +41,23 @@ def normalize_name(name: Column, rules: NameRules) -> Column:
     return blank_to_null(capitalised)
 
 
-def first_and_last(full_name: Column, rules: NameRules) -> tuple[Column, Column]:
-    """Split a normalized full name: the last word is the last name, the words before it the first name.
+def split_full_name(full_name: Column, rules: NameRules) -> Column:
+    """A normalized full name as ``struct<first, last>``: the last word is the last name, the words before
+    it the first name. "Mary Ann Smith" -> ("Mary Ann", "Smith"); a single word is a first name.
 
-    "Mary Ann Smith" -> ("Mary Ann", "Smith"); a single word is a first name.
+    One struct column, so a caller binds it once (``withColumn``) and reads both fields from it.
     """
-    name = normalize_name(full_name, rules)
-    words = F.split(name, " ")
-    count = F.size(words)
-    first = F.when(count > 1, F.array_join(F.slice(words, 1, count - 1), " ")).otherwise(name)
-    last = F.when(count > 1, F.element_at(words, -1))
-    return first, last
+
+    # The name and its words are bound once (see ``let``): the split reads each several times.
+    def split(name: Column) -> Column:
+        return let(
+            F.split(name, " "),
+            lambda words: F.struct(
+                F.when(F.size(words) > 1, F.array_join(F.slice(words, 1, F.size(words) - 1), " "))
+                .otherwise(name)
+                .alias("first"),
+                F.when(F.size(words) > 1, F.element_at(words, -1)).alias("last"),
+            ),
+        )
+
+    return let(normalize_name(full_name, rules), split)

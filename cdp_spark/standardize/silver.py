@@ -20,7 +20,7 @@ from cdp_spark.ingest.sources import SilverTarget, SourceConfig
 from cdp_spark.standardize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
 from cdp_spark.standardize.dates import parse_date, parse_timestamp
 from cdp_spark.standardize.emails import normalize_email
-from cdp_spark.standardize.names import first_and_last, normalize_name
+from cdp_spark.standardize.names import normalize_name, split_full_name
 from cdp_spark.standardize.phones import phone_e164
 from cdp_spark.standardize.rules import StandardizeRules
 from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, nfkc
@@ -263,12 +263,18 @@ def standardize_rows(
     wanted = set(spec.columns) if columns is None else set(columns)
     df = mapped
     if table == "customer_records" and "full_name" in df.columns and wanted & {"first_name", "last_name"}:
-        first, last = first_and_last(F.col("full_name"), rules.names)
         given_first = F.col("first_name") if "first_name" in df.columns else F.lit(None).cast("string")
         given_last = F.col("last_name") if "last_name" in df.columns else F.lit(None).cast("string")
-        df = df.withColumns(
-            {"first_name": F.coalesce(given_first, first), "last_name": F.coalesce(given_last, last)}
-        ).drop("full_name")
+        df = (
+            df.withColumn("full_name", split_full_name(F.col("full_name"), rules.names))
+            .withColumns(
+                {
+                    "first_name": F.coalesce(given_first, F.col("full_name.first")),
+                    "last_name": F.coalesce(given_last, F.col("full_name.last")),
+                }
+            )
+            .drop("full_name")
+        )
     if "country" in spec.columns and "country" in wanted:
         df = df.withColumn("country", _standard("country", "country", df, rules))
     standard = {}
