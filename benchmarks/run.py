@@ -3,7 +3,8 @@
     python benchmarks/run.py --people 100000 1000000 [--days 3] [--master local[2]] [--stages ingest ...]
     python benchmarks/run.py --people 1000000 --workdir DIR --resume-at resolve   # later stages of a kept run
 
-Prints, per size and stage as soon as it finishes, wall seconds, rows in, rows/s and rows/s per core (rows
+Prints, per size and stage as soon as it finishes, wall seconds, rows in, rows/s and rows/s per core, the peak
+resident memory so far of the driver JVM and of the Python driver (rows
 are source rows read for ingest and standardize, silver customer records for resolve, and customers, the rows
 of gold.customer_profile, for every later stage), the identity metrics
 against ground truth, a plain Spark read-standardize-write baseline of the same CRM rows (the ratio the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import tempfile
 import time
@@ -34,6 +36,18 @@ def rows_in(ctx: Context, run, stage: str) -> float:
     if stage == "resolve":
         return sum(v for step, m, v in run.metrics if step == "read silver" and m == "records")
     return tables.read(ctx.spark, ctx.root, tables.CUSTOMER_PROFILE).count()
+
+
+def driver_peak_mb(spark) -> dict[str, int]:
+    """Peak resident memory so far (MiB) of the driver JVM (with local[N] it runs the executors too) and
+    of this Python process; Linux only (``VmHWM`` of ``/proc/<pid>/status``)."""
+    peak = {"python_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    pid = spark.sparkContext._gateway.proc.pid  # spark-submit execs the JVM, so this is its pid
+    status = Path(f"/proc/{pid}/status")
+    if status.exists():
+        kib = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        peak["jvm_peak_rss_mb"] = kib // 1024
+    return peak
 
 
 def baseline(spark, sample: str, out: str) -> tuple[float, int]:
@@ -63,6 +77,9 @@ def main() -> None:
         choices=PIPELINE[1:],
         help="keep the data and lakehouse of an earlier run in --workdir and time the stages from this one on",
     )
+    parser.add_argument(
+        "--driver-memory", default="8g", help="spark.driver.memory: the 10^6-people run must fit 8g (default)"
+    )
     parser.add_argument("--event-log", help="write Spark's event log here (read it with benchmarks/eventlog.py)")
     args = parser.parse_args()
     if args.stages != PIPELINE[: len(args.stages)]:
@@ -84,7 +101,7 @@ def main() -> None:
             "conf",
             None,
             [f"spark.master={args.master}", f"sample.path={sample}", f"lakehouse.root={root}",
-             "spark.driver_memory=12g", f"spark.shuffle_partitions={max(4, cores * 4)}",
+             f"spark.driver_memory={args.driver_memory}", f"spark.shuffle_partitions={max(4, cores * 4)}",
              f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts"],
         )  # fmt: skip
         if args.event_log:
@@ -115,6 +132,7 @@ def main() -> None:
                 "rows": int(n),
                 "rows_per_s": round(n / seconds),
                 "rows_per_s_per_core": round(n / seconds / cores),
+                **driver_peak_mb(ctx.spark),
             }
             print(json.dumps({"people": people, stage: row[stage]}), flush=True)
             if stage == "resolve":
