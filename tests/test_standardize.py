@@ -296,7 +296,11 @@ def test_name(names, i, raw, expected):
 def test_full_name_split(spark):
     df = spark.createDataFrame([("Dr. Mary Ann Smith",), ("Cher",), (None,)], "n string")
     parts = split_full_name(F.col("n"), NameRules())
-    assert [tuple(r) for r in df.select(parts["first"], parts["last"]).collect()] == [("Mary Ann", "Smith"), ("Cher", None), (None, None)]
+    assert [tuple(r) for r in df.select(parts["first"], parts["last"]).collect()] == [
+        ("Mary Ann", "Smith"),
+        ("Cher", None),
+        (None, None),
+    ]
 
 
 @pytest.fixture(scope="module")
