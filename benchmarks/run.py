@@ -78,6 +78,16 @@ def main() -> None:
         help="keep the data and lakehouse of an earlier run in --workdir and time the stages from this one on",
     )
     parser.add_argument(
+        "--cores", type=int, help="cores the master offers (default: N of local[N]; give it for spark://)"
+    )
+    parser.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra Spark setting (repeatable), e.g. spark.executor.memory=6g for a cluster master",
+    )
+    parser.add_argument(
         "--driver-memory", default="8g", help="spark.driver.memory: the 10^6-people run must fit 8g (default)"
     )
     parser.add_argument("--event-log", help="write Spark's event log here (read it with benchmarks/eventlog.py)")
@@ -88,7 +98,13 @@ def main() -> None:
         parser.error("--resume-at needs the --workdir of the run it resumes")
     configure_logging()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cdp-bench-")).resolve()
-    cores = int(args.master.split("[")[-1].rstrip("]")) if "[" in args.master else 1
+    local_cores = args.master.removeprefix("local[").removesuffix("]")
+    if args.cores is None and not local_cores.isdigit():
+        parser.error(f"--cores is needed with --master {args.master} (how many cores run the tasks)")
+    cores = args.cores or int(local_cores)
+    if bad := [kv for kv in args.spark_conf if "=" not in kv]:
+        parser.error(f"--spark-conf takes KEY=VALUE, got {bad}")
+    extra_conf = dict(kv.split("=", 1) for kv in args.spark_conf)
     results = []
     for people in args.people:
         sample, root = work / f"sample-{people}", work / f"lakehouse-{people}"
@@ -104,6 +120,7 @@ def main() -> None:
              f"spark.driver_memory={args.driver_memory}", f"spark.shuffle_partitions={max(4, cores * 4)}",
              f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts"],
         )  # fmt: skip
+        config.spark.conf.update(extra_conf)
         if args.event_log:
             Path(args.event_log).mkdir(parents=True, exist_ok=True)
             config.spark.conf.update(

@@ -15,7 +15,8 @@ from cdp_spark.standardize.dates import parse_date, parse_timestamp
 from cdp_spark.standardize.emails import email_valid, normalize_email
 from cdp_spark.standardize.names import normalize_name, split_full_name
 from cdp_spark.standardize.phones import phone_e164
-from cdp_spark.standardize.rules import AddressRules, DateRules, EmailRules, NameRules, PhoneRules
+from cdp_spark.standardize.rules import AddressRules, DateRules, EmailRules, NameRules, PhoneRules, StandardizeRules
+from cdp_spark.standardize.silver import standardize_rows
 
 EMAILS = [
     ("jane.doe@example.com", "jane.doe@example.com"),
@@ -295,8 +296,8 @@ def test_name(names, i, raw, expected):
 
 def test_full_name_split(spark):
     df = spark.createDataFrame([("Dr. Mary Ann Smith",), ("Cher",), (None,)], "n string")
-    parts = split_full_name(F.col("n"), NameRules())
-    assert [tuple(r) for r in df.select(parts["first"], parts["last"]).collect()] == [
+    df = df.withColumn("n", normalize_name(F.col("n"), NameRules())).withColumn("n", split_full_name(F.col("n")))
+    assert [tuple(r) for r in df.select("n.first", "n.last").collect()] == [
         ("Mary Ann", "Smith"),
         ("Cher", None),
         (None, None),
@@ -383,3 +384,22 @@ def test_naive_timestamps_read_in_the_configured_zone(spark):
 def test_rules_reject_bad_config(model, data, message):
     with pytest.raises(ValueError, match=message):
         model.model_validate(data)
+
+
+def test_customer_records_take_first_and_last_from_a_full_name(spark):
+    """A source that maps only a full name (support): Python UDFs run on it twice (the full name, then the
+    first name it gives), so the split must not put one UDF inside a higher-order function under another."""
+    rows = [("  dr.  JOSÉ  garcía-lópez ", None), ("Mary Ann Smith", "Marie"), ("Cher", None), (None, None)]
+    mapped = spark.createDataFrame(rows, "full_name string, first_name string")
+    out = standardize_rows(mapped, "customer_records", StandardizeRules(), columns={"first_name", "last_name"})
+    assert "full_name" not in out.columns
+    assert [tuple(r) for r in out.select("first_name", "last_name").collect()] == [
+        ("José", "García-López"),
+        ("Marie", "Smith"),
+        ("Cher", None),
+        (None, None),
+    ]
+    only_full = standardize_rows(
+        mapped.drop("first_name"), "customer_records", StandardizeRules(), columns={"first_name"}
+    )
+    assert [r[0] for r in only_full.select("first_name").collect()] == ["José", "Mary Ann", "Cher", None]

@@ -41,23 +41,22 @@ def normalize_name(name: Column, rules: NameRules) -> Column:
     return blank_to_null(capitalised)
 
 
-def split_full_name(full_name: Column, rules: NameRules) -> Column:
-    """A normalized full name as ``struct<first, last>``: the last word is the last name, the words before
-    it the first name. "Mary Ann Smith" -> ("Mary Ann", "Smith"); a single word is a first name.
+def split_full_name(name: Column) -> Column:
+    """A normalized full name (see ``normalize_name``) as ``struct<first, last>``: the last word is the last
+    name, the words before it the first name. "Mary Ann Smith" -> ("Mary Ann", "Smith"); one word is a first
+    name.
 
-    One struct column, so a caller binds it once (``withColumn``) and reads both fields from it.
+    One struct column, so a caller binds it once (``withColumn``) and reads both fields. ``name`` should be a
+    column, not the ``normalize_name`` expression itself: bound by ``let`` below, a Python UDF would sit
+    inside a higher-order function, which Spark cannot evaluate once another UDF reads the result.
     """
-
-    # The name and its words are bound once (see ``let``): the split reads each several times.
-    def split(name: Column) -> Column:
-        return let(
-            F.split(name, " "),
-            lambda words: F.struct(
-                F.when(F.size(words) > 1, F.array_join(F.slice(words, 1, F.size(words) - 1), " "))
-                .otherwise(name)
-                .alias("first"),
-                F.when(F.size(words) > 1, F.element_at(words, -1)).alias("last"),
-            ),
-        )
-
-    return let(normalize_name(full_name, rules), split)
+    # The words are bound once (see ``let``): the split reads them several times.
+    return let(
+        F.split(name, " "),
+        lambda words: F.struct(
+            F.when(F.size(words) > 1, F.array_join(F.slice(words, 1, F.size(words) - 1), " "))
+            .otherwise(name)
+            .alias("first"),
+            F.when(F.size(words) > 1, F.element_at(words, -1)).alias("last"),
+        ),
+    )

@@ -266,7 +266,8 @@ def standardize_rows(
         given_first = F.col("first_name") if "first_name" in df.columns else F.lit(None).cast("string")
         given_last = F.col("last_name") if "last_name" in df.columns else F.lit(None).cast("string")
         df = (
-            df.withColumn("full_name", split_full_name(F.col("full_name"), rules.names))
+            df.withColumn("full_name", normalize_name(F.col("full_name").cast("string"), rules.names))
+            .withColumn("full_name", split_full_name(F.col("full_name")))
             .withColumns(
                 {
                     "first_name": F.coalesce(given_first, F.col("full_name.first")),
