@@ -19,7 +19,7 @@ port=$(free_port)
 webui=$(free_port)
 export SPARK_HOME SPARK_CONF_DIR=$home/conf SPARK_LOCAL_IP=127.0.0.1 SPARK_LOG_DIR=$home/logs \
   SPARK_PID_DIR=$home/pids SPARK_WORKER_DIR=$home/work SPARK_DAEMON_MEMORY=512m \
-  PYSPARK_PYTHON=$(realpath "$PY")
+  PYSPARK_PYTHON="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" # not realpath: a venv python is a symlink
 mkdir -p "$SPARK_CONF_DIR" # empty: no spark-defaults.conf of the machine leaks in
 daemon() { bash "$SPARK_HOME/sbin/spark-daemon.sh" "$@" >/dev/null; }
 stop() {
