@@ -56,6 +56,12 @@ def _extra_repositories() -> list[str]:
     return [url.strip() for url in raw.split(",") if url.strip()]
 
 
+# lower(), upper() and initcap() use ICU's case mappings by default in Spark 4, and the first call in a JVM
+# loads them: 12 s measured on our machines (docs/performance.md), paid by every session and every executor.
+# The JVM's own case mappings agree with ICU's on the names, emails and codes we case-fold.
+FAST_CASE_MAPPING = {"spark.sql.icu.caseMappings.enabled": "false"}
+
+
 def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
     """The Spark settings of the embedded (local) runtime, before user ``spark.conf`` overrides."""
     conf = {
@@ -77,6 +83,7 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
         "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.adaptive.enabled": "true",
+        **FAST_CASE_MAPPING,
     }
     if spark_cfg.jars_dir:
         jars_dir = Path(spark_cfg.jars_dir).expanduser()
@@ -112,6 +119,9 @@ def build_session(spark_cfg: SparkConfig, lakehouse: LakehouseConfig) -> SparkSe
         if not submitted.contains("spark.sql.catalog.spark_catalog"):
             builder = builder.config("spark.sql.catalog.spark_catalog", _DELTA_CATALOG)
         builder = builder.config("spark.sql.session.timeZone", "UTC")
+        for key, value in FAST_CASE_MAPPING.items():
+            if not submitted.contains(key):
+                builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM dies before Python sees a useful error when packages fail to resolve

@@ -50,3 +50,13 @@ def test_embedded_conf_uses_a_local_jar_folder_instead_of_maven(tmp_path):
     conf = embedded_conf(SparkConfig(jars_dir=str(tmp_path)))
     assert conf["spark.jars"] == str((tmp_path / "delta.jar").resolve())
     assert "spark.jars.packages" not in conf
+
+
+def test_case_mapping_without_icu_agrees_with_unicode(spark):
+    # The session turns ICU case mappings off (a 12 s first call per JVM); the JVM's mappings must still fold
+    # accented, German and Greek text as Unicode does (Python's str methods implement the same tables).
+    assert spark.conf.get("spark.sql.icu.caseMappings.enabled") == "false"
+    words = ["ÉMILE Ørsted", "straße", "ΟΔΥΣΣΕΥΣ", "Łódź", "ǅemal"]
+    df = spark.createDataFrame([(w,) for w in words], "w string")
+    rows = df.selectExpr("w", "lower(w) AS lo", "upper(w) AS up").collect()
+    assert [(r.lo, r.up) for r in rows] == [(w.lower(), w.upper()) for w in words]
