@@ -33,14 +33,22 @@ def _is_syntactically_valid(email: Column) -> Column:
 
 def _canonical(email: Column, rules: EmailRules) -> Column:
     """The address after the provider rules: googlemail.com -> gmail.com, dots and +tags dropped."""
-    local = F.substring_index(email, "@", 1)
-    domain = F.substring_index(email, "@", -1)
-    canonical_local: Column | None = None
-    canonical_domain: Column | None = None
+    if not rules.providers:
+        return email
+    # The local part and the domain are each bound once (see ``let``): every provider rule reads them.
+    return let(
+        F.substring_index(email, "@", 1),
+        lambda local: let(F.substring_index(email, "@", -1), lambda domain: _rewritten(local, domain, rules)),
+    )
+
+
+def _rewritten(local: Column, domain: Column, rules: EmailRules) -> Column:
+    canonical_local = canonical_domain = None
     for rule in rules.providers:
         rewritten = local
         if rule.remove_plus_tag:
-            rewritten = F.regexp_replace(rewritten, r"\+.*$", "")
+            # Everything from the first "+" (the address has no whitespace left, so no line breaks either).
+            rewritten = F.substring_index(rewritten, "+", 1)
         if rule.remove_dots:
             rewritten = F.replace(rewritten, F.lit("."), F.lit(""))
         served = domain.isin(rule.domains)
@@ -50,9 +58,14 @@ def _canonical(email: Column, rules: EmailRules) -> Column:
         else:
             canonical_local = canonical_local.when(served, rewritten)
             canonical_domain = canonical_domain.when(served, F.lit(rule.canonical_domain))
-    if canonical_local is None:
-        return email
     return F.concat(canonical_local.otherwise(local), F.lit("@"), canonical_domain.otherwise(domain))
+
+
+def _both_valid(cleaned: Column, canonical: Column) -> Column:
+    """The cleaned and the canonical address are both well formed; one check when the rules changed nothing."""
+    return F.when(canonical == cleaned, _is_syntactically_valid(cleaned)).otherwise(
+        _is_syntactically_valid(cleaned) & _is_syntactically_valid(canonical)
+    )
 
 
 def email_valid(email: Column, rules: EmailRules) -> Column:
@@ -61,8 +74,7 @@ def email_valid(email: Column, rules: EmailRules) -> Column:
     return let(
         clean_email(email),
         lambda cleaned: F.when(
-            cleaned.isNotNull(),
-            _is_syntactically_valid(cleaned) & _is_syntactically_valid(_canonical(cleaned, rules)),
+            cleaned.isNotNull(), let(_canonical(cleaned, rules), lambda canonical: _both_valid(cleaned, canonical))
         ),
     )
 
@@ -74,7 +86,7 @@ def normalize_email(email: Column, rules: EmailRules) -> Column:
         clean_email(email),
         lambda cleaned: let(
             _canonical(cleaned, rules),
-            lambda canonical: F.when(_is_syntactically_valid(cleaned) & _is_syntactically_valid(canonical), canonical),
+            lambda canonical: F.when(_both_valid(cleaned, canonical), canonical),
         ),
     )
 
