@@ -21,6 +21,7 @@ from cdp_spark.gold.features import (
     Facts,
     contract_schema,
     customer_features,
+    customer_features_at,
     default_as_of,
     purchases,
     render_features_doc,
@@ -709,6 +710,37 @@ def test_later_facts_do_not_leak_into_a_snapshot(spark):
     before = customer_features(history(spark), AS_OF)
     with_future = customer_features(history(spark, later=True), AS_OF)
     assert_df_equality(with_future, before, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_several_as_ofs_in_one_pass_equal_the_single_date_snapshots(spark):
+    facts = history(spark, later=True)
+    may_31, jul_1, aug_1 = dt.date(2025, 5, 31), dt.date(2025, 7, 1), dt.date(2025, 8, 1)
+    as_ofs = [aug_1, may_31, AS_OF, jul_1]
+    together = customer_features_at(facts, as_ofs)
+    one_by_one = [customer_features(facts, as_of) for as_of in as_ofs]
+    union = one_by_one[0]
+    for snapshot in one_by_one[1:]:
+        union = union.unionByName(snapshot)
+    assert together.columns == union.columns == ["cdp_id", "as_of", *[f.name for f in FEATURES]]
+    assert_df_equality(together, union, ignore_row_order=True, ignore_nullable=True)
+
+    # c2 (first seen Jun 1) is not in the May 31 snapshot, c3 (record of Aug 1) only in Aug 1's; o6 and e6 at
+    # midnight of Jul 1 count from Jul 1 on, not on Jun 30; e6 (app) is 31 days old on Aug 1, out of the 30-day window.
+    expected = spark.createDataFrame(
+        [
+            ("c1", may_31, 456, 3, 0),
+            ("c1", AS_OF, 486, 5, 1),
+            ("c2", AS_OF, 29, 0, 0),
+            ("c1", jul_1, 487, 6, 1),
+            ("c2", jul_1, 30, 0, 1),
+            ("c1", aug_1, 518, 6, 0),
+            ("c2", aug_1, 61, 0, 0),
+            ("c3", aug_1, 0, 0, 0),
+        ],
+        "cdp_id string, as_of date, tenure_days int, frequency long, app_events_30d long",
+    )
+    actual = together.select("cdp_id", "as_of", "tenure_days", "frequency", "app_events_30d")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_default_as_of_and_purchases(spark):

@@ -1,14 +1,15 @@
 """Point-in-time customer features: what was known about each person at the end of an ``as_of`` day, and nothing later.
 
 ``FEATURES`` is the one documented list (docs/features.md is rendered from it by :func:`render_features_doc`).
-Every fact is first cut at the end of the as_of day (UTC, inclusive), then aggregated per ``cdp_id``; an
-``N``-day window is the N calendar days ending on as_of (as_of - N + 1 .. as_of). Counts and sums are 0 without
-activity; means and "days since" are null when there is nothing to measure.
+Every fact is first cut at the end of the as_of day (UTC, inclusive), then aggregated per ``cdp_id`` and as_of
+(several as_ofs in one pass); an ``N``-day window is the N calendar days ending on as_of (as_of - N + 1 .. as_of).
+Counts and sums are 0 without activity; means and "days since" are null when there is nothing to measure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -164,19 +165,42 @@ def _sum(condition: Column, value: Column) -> Column:
     return F.coalesce(F.sum(F.when(condition, value)), F.lit(0.0))
 
 
+def _day_end(as_of: dt.date) -> dt.datetime:
+    """The exclusive end of an as_of day: the next midnight UTC, so every instant of the day counts, nothing after."""
+    return dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
 def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
     """Features of every person seen by the end of ``as_of``, from facts up to then only.
 
     In: ``facts`` (silver contracts). Out: ``cdp_id``, ``as_of`` date, then every name in ``FEATURES`` in order;
     one row per cdp_id of the identity map with at least one fact (or record) at or before the end of as_of.
     """
-    day = F.lit(as_of)
-    # Exclusive end: the next midnight, so every instant of the as_of day counts and nothing after it.
-    end = F.lit(dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
+    return customer_features_at(facts, [as_of])
+
+
+def customer_features_at(facts: Facts, as_ofs: Sequence[dt.date]) -> DataFrame:
+    """The snapshots of :func:`customer_features` at every date of ``as_ofs``, computed in one pass over the facts.
+
+    In: ``facts`` (silver contracts), ``as_ofs`` (at least one date). Out: ``cdp_id``, ``as_of`` date, then every
+    name in ``FEATURES`` in order; per as_of, one row per cdp_id of the identity map with at least one fact (or
+    record) at or before the end of that as_of.
+    """
+    if not as_ofs:
+        raise ValueError("customer_features_at: give at least one as-of date")
+    dates = sorted(set(as_ofs))
+    # A handful of (as_of, _end) pairs: a fact row becomes one row per as_of whose end it is before.
+    as_of_ends = F.array(*[F.struct(F.lit(d).alias("as_of"), F.lit(_day_end(d)).alias("_end")) for d in dates])
+    last_end = F.lit(_day_end(dates[-1]))
     imap = facts.identity_map
 
+    def per_as_of(df: DataFrame, ts: str) -> DataFrame:
+        return df.select("*", F.inline(as_of_ends)).where(F.col(ts) < F.col("_end")).drop("_end")
+
     def cut(fact: DataFrame, ts: str) -> DataFrame:
-        return _with_cdp_id(fact, imap).where(F.col(ts) < end).withColumn("_age", F.datediff(day, F.to_date(ts)))
+        # Each fact is joined with the identity map once for all as_ofs; facts after the last end never count.
+        joined = _with_cdp_id(fact.where(F.col(ts) < last_end), imap)
+        return per_as_of(joined, ts).withColumn("_age", F.datediff(F.col("as_of"), F.to_date(ts)))
 
     def within(days: int) -> Column:
         return F.col("_age") < days
@@ -185,7 +209,7 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
     amount = F.col("amount")
     online = F.col("channel") == "online"
     store = F.col("channel") == "store"
-    order_features = orders.groupBy("cdp_id").agg(
+    order_features = orders.groupBy("cdp_id", "as_of").agg(
         F.min("_age").alias("recency_days"),
         F.count(F.lit(1)).alias("frequency"),
         F.avg(amount).alias("monetary_value"),
@@ -198,8 +222,10 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
     )
 
     # BG/NBD counts purchase occasions: one per person and day, valued at the day's total (cdp_spark.ml.clv).
-    purchase_days = orders.groupBy("cdp_id", "_age").agg(F.coalesce(F.sum(amount), F.lit(0.0)).alias("day_value"))
-    bgnbd = purchase_days.groupBy("cdp_id").agg(
+    purchase_days = orders.groupBy("cdp_id", "as_of", "_age").agg(
+        F.coalesce(F.sum(amount), F.lit(0.0)).alias("day_value")
+    )
+    bgnbd = purchase_days.groupBy("cdp_id", "as_of").agg(
         (F.count(F.lit(1)) - 1).cast("long").alias("bgnbd_frequency"),
         (F.max("_age") - F.min("_age")).alias("bgnbd_recency_days"),
         F.max("_age").alias("bgnbd_t_days"),
@@ -213,7 +239,7 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
 
     events = cut(facts.events, "event_ts")
     web = F.col("platform") == "web"
-    event_features = events.groupBy("cdp_id").agg(
+    event_features = events.groupBy("cdp_id", "as_of").agg(
         _count(within(30) & web).alias("web_events_30d"),
         _count(within(30) & (F.col("platform") == "app")).alias("app_events_30d"),
         _count(within(30) & (F.col("event_type") == "login")).alias("logins_30d"),
@@ -222,7 +248,7 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
 
     emails = cut(facts.email_engagement, "event_ts")
     opened = F.col("event_type") == "open"
-    email_features = emails.groupBy("cdp_id").agg(
+    email_features = emails.groupBy("cdp_id", "as_of").agg(
         _count(within(90) & opened).alias("email_opens_90d"),
         _count(within(90) & (F.col("event_type") == "click")).alias("email_clicks_90d"),
         F.bool_or(F.col("event_type") == "unsubscribe").alias("email_unsubscribed"),
@@ -230,7 +256,7 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
     )
 
     tickets = cut(facts.support_tickets, "created_at")
-    ticket_features = tickets.groupBy("cdp_id").agg(
+    ticket_features = tickets.groupBy("cdp_id", "as_of").agg(
         _count(within(365)).alias("tickets_365d"),
         F.avg(F.when(within(365), F.col("satisfaction").cast("double"))).alias("avg_satisfaction_365d"),
         F.min("_age").alias("days_since_last_ticket"),
@@ -239,16 +265,17 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
     seen = _fact_times(facts)
     if facts.customer_records is not None:
         seen = seen.unionByName(facts.customer_records.select("record_id", F.col("updated_at").alias("ts")))
-    population = (
-        _with_cdp_id(seen.where(F.col("ts").isNotNull()), imap)
-        .where(F.col("ts") < end)
-        .groupBy("cdp_id")
-        .agg(F.datediff(day, F.to_date(F.min("ts"))).alias("tenure_days"))
+    first_seen = (
+        _with_cdp_id(seen.where(F.col("ts") < last_end), imap).groupBy("cdp_id").agg(F.min("ts").alias("first_ts"))
+    )
+    # The first moment seen before an as_of's end is the first moment of all, when that one is before the end.
+    population = per_as_of(first_seen, "first_ts").select(
+        "cdp_id", "as_of", F.datediff(F.col("as_of"), F.to_date("first_ts")).alias("tenure_days")
     )
 
     joined = population
     for part in (order_features, bgnbd, event_features, email_features, ticket_features):
-        joined = joined.join(part, on="cdp_id", how="left")
+        joined = joined.join(part, on=["cdp_id", "as_of"], how="left")
 
     zero_long = [
         "frequency",
@@ -274,7 +301,7 @@ def customer_features(facts: Facts, as_of: dt.date) -> DataFrame:
     }
     return joined.select(
         "cdp_id",
-        day.alias("as_of"),
+        "as_of",
         *[(derived[name] if name in derived else F.col(name)).alias(name) for name in FEATURE_NAMES],
     )
 

@@ -7,7 +7,7 @@ from functools import cache
 from pyspark.sql import functions as F
 
 from cdp_spark import tables
-from cdp_spark.gold.features import Facts, customer_features, default_as_of
+from cdp_spark.gold.features import Facts, customer_features_at, default_as_of
 from cdp_spark.ml import tracking
 from cdp_spark.ml.config import load_models
 from cdp_spark.ml.scoring import score_customers
@@ -31,7 +31,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     facts = cache(lambda: Facts.read(spark, root))
     as_of = as_of_argument(ctx.args) or default_as_of(facts())
     with stage.step("feature snapshot") as counts:
-        features, computed = feature_snapshots(spark, root, [as_of], lambda day: customer_features(facts(), day))
+        features, computed = feature_snapshots(spark, root, [as_of], lambda days: customer_features_at(facts(), days))
         counts["snapshots_computed"] = len(computed)
     with stage.step("score") as counts:
         scores = score_customers(features, churn, clv)

@@ -20,18 +20,20 @@ def stored_as_ofs(spark: SparkSession, root: str) -> set[date]:
 
 
 def feature_snapshots(
-    spark: SparkSession, root: str, as_ofs: Sequence[date], compute: Callable[[date], DataFrame]
+    spark: SparkSession, root: str, as_ofs: Sequence[date], compute: Callable[[Sequence[date]], DataFrame]
 ) -> tuple[DataFrame, list[date]]:
     """Features of every customer at each of ``as_ofs``; the missing snapshots are computed and written first.
 
-    ``compute(as_of)`` returns one snapshot (``cdp_id``, ``as_of``, features); it is written with a replaceWhere
-    on its ``as_of``, so a snapshot is computed once and a rerun rewrites the same rows. Returns the snapshots
-    read back from the table (``cdp_id``, ``as_of``, features) and the as-of dates that had to be computed.
+    ``compute(dates)`` returns the snapshots of those dates (``cdp_id``, ``as_of``, features) in one pass; they
+    are written in one replaceWhere on their ``as_of`` values, so a snapshot is computed once and a rerun
+    rewrites the same rows. Returns the snapshots read back from the table (``cdp_id``, ``as_of``, features) and
+    the as-of dates that had to be computed.
     """
     wanted = sorted(set(as_ofs))
     present = stored_as_ofs(spark, root)
     computed = [as_of for as_of in wanted if as_of not in present]
-    for as_of in computed:
-        tables.replace_where(compute(as_of), root, tables.CUSTOMER_FEATURES, f"as_of = DATE'{as_of.isoformat()}'")
+    if computed:
+        dates = ", ".join(f"DATE'{as_of.isoformat()}'" for as_of in computed)
+        tables.replace_where(compute(computed), root, tables.CUSTOMER_FEATURES, f"as_of IN ({dates})")
     snapshots = tables.read(spark, root, tables.CUSTOMER_FEATURES).where(F.col("as_of").isin(wanted))
     return snapshots, computed

@@ -7,7 +7,7 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from cdp_spark.gold.features import Facts, customer_features, default_as_of, purchases
+from cdp_spark.gold.features import Facts, customer_features_at, default_as_of, purchases
 from cdp_spark.ml import tracking
 from cdp_spark.ml.churn import churn_dates, train_churn
 from cdp_spark.ml.clv_model import train_clv
@@ -48,7 +48,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     )
     with stage.step("feature snapshots") as counts:
         features, computed = feature_snapshots(
-            spark, root, dates.all_as_ofs, lambda as_of: customer_features(facts, as_of)
+            spark, root, dates.all_as_ofs, lambda as_ofs: customer_features_at(facts, as_ofs)
         )
         counts["snapshots"] = len(dates.all_as_ofs)
         counts["snapshots_computed"] = len(computed)
