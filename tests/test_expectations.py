@@ -10,6 +10,7 @@ from cdp_spark.standardize.expectations import (
     count_results,
     enforce,
     evaluate,
+    merged_results,
 )
 
 SCHEMA = "order_id string, amount double, currency string"
@@ -18,11 +19,48 @@ ROWS = [("o1", 10.0, "USD"), ("o2", -5.0, "USD"), ("o3", 7.5, None), ("o4", None
 
 def run(spark, expectations):
     flagged = evaluate(spark.createDataFrame(ROWS, SCHEMA), expectations)
-    results, quarantined = count_results(flagged, "orders", expectations)
+    counted = count_results(flagged, "orders", expectations)
+    results = merged_results(counted, "orders", expectations)
+    quarantined = sum(rejected for _, rejected in counted.values())
     kept, rejected = enforce(flagged, "orders", expectations, results, "order_id")
     # The count the job reports is the number of rows enforce splits off.
     assert quarantined == (0 if rejected is None else rejected.count())
     return results, (kept, rejected)
+
+
+def test_counts_per_group_add_up_to_the_totals(spark):
+    expectations = [
+        Expectation(name="positive_amount", expr="amount > 0", action="quarantine"),
+        Expectation(name="has_currency", expr="currency is not null", action="warn"),
+    ]
+    flagged = evaluate(spark.createDataFrame(ROWS, SCHEMA), expectations)
+    by_currency = count_results(flagged, "orders", expectations, by="currency")
+    assert by_currency == {
+        "USD": (
+            [
+                ExpectationResult("orders", "positive_amount", "quarantine", passed=1, failed=1),
+                ExpectationResult("orders", "has_currency", "warn", passed=2, failed=0),
+            ],
+            1,
+        ),
+        None: (
+            [
+                ExpectationResult("orders", "positive_amount", "quarantine", passed=1, failed=0),
+                ExpectationResult("orders", "has_currency", "warn", passed=0, failed=1),
+            ],
+            0,
+        ),
+        "EUR": (
+            [
+                ExpectationResult("orders", "positive_amount", "quarantine", passed=0, failed=1),
+                ExpectationResult("orders", "has_currency", "warn", passed=1, failed=0),
+            ],
+            1,
+        ),
+    }
+    assert merged_results(by_currency, "orders", expectations) == merged_results(
+        count_results(flagged, "orders", expectations), "orders", expectations
+    )
 
 
 def test_warn_counts_and_keeps_every_row(spark):

@@ -334,7 +334,7 @@ def test_kill_after_bronze_then_rerun_equals_an_uninterrupted_run(spark, tmp_pat
     killed = context(spark, tmp_path, killed_root)
     run_stage("ingest", killed)
     calls = {"n": 0}
-    original = standardize_job.process_target
+    original = standardize_job.process_table
 
     def dies_on_the_fourth_table(*args, **kwargs):
         calls["n"] += 1
@@ -342,12 +342,51 @@ def test_kill_after_bronze_then_rerun_equals_an_uninterrupted_run(spark, tmp_pat
             raise KeyboardInterrupt("killed half way through standardize")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(standardize_job, "process_target", dies_on_the_fourth_table)
+    monkeypatch.setattr(standardize_job, "process_table", dies_on_the_fourth_table)
     with pytest.raises(KeyboardInterrupt):
         run_stage("standardize", killed)
-    monkeypatch.setattr(standardize_job, "process_target", original)
+    monkeypatch.setattr(standardize_job, "process_table", original)
     run_stage("standardize", killed)
 
     expected, actual = comparable(spark, clean_root), comparable(spark, killed_root)
     for name, df in expected.items():
         assert_df_equality(actual[name], df, ignore_row_order=True, ignore_column_order=True, ignore_nullable=True)
+
+
+def test_sources_that_type_one_column_differently_meet_in_one_table(spark, tmp_path):
+    """orders (Parquet) carries amount as a double, pos (CSV) as text; one MERGE takes both. A text amount
+    that is no number is quarantined by its expectation, not a failed job."""
+    from cdp_spark.ingest.sources import load_sources
+    from cdp_spark.standardize.expectations import load_expectations
+
+    sources = load_sources("conf/sources.yaml")
+    by_name = {s.name: s for s in sources.sources}
+    lineage = "_source_file string, _batch_id string, _ingested_at timestamp"
+    now = dt.datetime(2026, 1, 2, 12)
+    orders = spark.createDataFrame(
+        [("o1", "a1", dt.datetime(2026, 1, 1, 10), 25.0, "USD", 1, "f1", "batch-000001", now)],
+        f"order_id string, account_id string, order_ts timestamp, amount double, currency string, items int, {lineage}",
+    )
+    pos = spark.createDataFrame(
+        [
+            ("t1", "s1", "L1", "ten", "2026-01-01T11:00:00Z", "f2", "batch-000001", now),
+            ("t2", "s1", "L2", "3.50", "2026-01-01T12:00:00Z", "f2", "batch-000001", now),
+        ],
+        f"transaction_id string, store_id string, loyalty_id string, amount string, transaction_ts string, {lineage}",
+    )
+    parts = [
+        (standardize_job.Pending(by_name[name], bronze, "batch-000001"), by_name[name].silver[0])
+        for name, bronze in (("orders", orders), ("pos", pos))
+    ]
+    assert all(target.table == "orders" for _, target in parts)
+    root = str(tmp_path / "lakehouse")
+    results, changed = standardize_job.process_table(
+        "orders", parts, sources.standardize, load_expectations("conf/expectations.yaml"), root, "run-1"
+    )
+    assert changed == 2
+    written = tables.read(spark, root, tables.ORDERS).select("order_id", "amount", "record_id")
+    assert sorted(map(tuple, written.collect())) == [("o1", 25.0, "orders:a1"), ("pos-t2", 3.5, "pos:L2")]
+    assert (results["pos"].rows_in, results["pos"].rows_kept, results["pos"].rows_quarantined) == (2, 1, 1)
+    assert (results["orders"].rows_in, results["orders"].rows_kept) == (1, 1)
+    quarantined = tables.read(spark, root, tables.QUARANTINE).select("source", "record_key", "reason").collect()
+    assert [tuple(r) for r in quarantined] == [("pos", "pos-t1", "failed expectation(s): amount_not_negative")]

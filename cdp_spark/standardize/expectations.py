@@ -79,11 +79,15 @@ def evaluate(df: DataFrame, expectations: list[Expectation]) -> DataFrame:
 
 
 def count_results(
-    flagged: DataFrame, table: str, expectations: list[Expectation]
-) -> tuple[list[ExpectationResult], int]:
-    """Pass/fail counts per expectation, and the rows failing any ``quarantine`` one, in one aggregation pass."""
+    flagged: DataFrame, table: str, expectations: list[Expectation], by: str | None = None
+) -> dict[str | None, tuple[list[ExpectationResult], int]]:
+    """Pass/fail counts per expectation, and the rows failing any ``quarantine`` one, in one aggregation pass.
+
+    Per value of the column ``by`` (e.g. the source), or under the key None for all rows. A group with no
+    rows is absent.
+    """
     if not expectations:
-        return [], 0
+        return {}
     aggregates = []
     for expectation in expectations:
         flag = F.col(_flag(expectation))
@@ -93,12 +97,34 @@ def count_results(
         ]
     quarantining = [F.col(_flag(e)) for e in expectations if e.action == "quarantine"]
     holds_all = reduce(lambda a, b: a & b, quarantining, F.lit(True))
-    row = flagged.agg(*aggregates, F.count_if(~holds_all).alias("_quarantined")).first()
-    results = [
-        ExpectationResult(table, e.name, e.action, int(row[f"p_{e.name}"]), int(row[f"f_{e.name}"]))
-        for e in expectations
+    group = F.col(by) if by else F.lit(None).cast("string")
+    rows = flagged.groupBy(group.alias("_group")).agg(*aggregates, F.count_if(~holds_all).alias("_quarantined"))
+    return {
+        row["_group"]: (
+            [
+                ExpectationResult(table, e.name, e.action, int(row[f"p_{e.name}"]), int(row[f"f_{e.name}"]))
+                for e in expectations
+            ],
+            int(row["_quarantined"]),
+        )
+        for row in rows.collect()
+    }
+
+
+def merged_results(
+    counted: dict[str | None, tuple[list[ExpectationResult], int]], table: str, expectations: list[Expectation]
+) -> list[ExpectationResult]:
+    """The per-group counts of ``count_results`` summed over the groups, one result per expectation."""
+    return [
+        ExpectationResult(
+            table,
+            e.name,
+            e.action,
+            sum(results[i].passed for results, _ in counted.values()),
+            sum(results[i].failed for results, _ in counted.values()),
+        )
+        for i, e in enumerate(expectations)
     ]
-    return results, int(row["_quarantined"])
 
 
 def enforce(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,17 +29,18 @@ from cdp_spark.standardize.expectations import (
     enforce,
     evaluate,
     load_expectations,
+    merged_results,
 )
 from cdp_spark.standardize.rules import StandardizeRules
 from cdp_spark.standardize.silver import (
     SILVER,
     check_target,
+    fact_record_id,
     map_columns,
     rank_per_key,
     ranking_columns,
     standardize_rows,
     to_contract,
-    with_fact_record_id,
     with_key_columns,
 )
 
@@ -60,14 +62,24 @@ DQ_SCHEMA = T.StructType(
 
 
 @dataclass(frozen=True)
-class TargetResult:
+class SourceResult:
+    """What one source's new rows became in one silver table."""
+
     rows_in: int
     rows_missing_key: int
     rows_duplicate: int
     rows_quarantined: int
     rows_kept: int
-    rows_changed: int
     expectations: list[ExpectationResult]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One source's bronze rows not yet standardized, up to ``batch_id``."""
+
+    source: SourceConfig
+    bronze: DataFrame
+    batch_id: str
 
 
 def last_batch(spark: SparkSession, root: str, source: str) -> str | None:
@@ -91,79 +103,130 @@ def _batch_number(batch_id: str) -> int:
     return int(batch_id.rsplit("-", 1)[-1])
 
 
-def process_target(
-    bronze: DataFrame,
-    source: SourceConfig,
-    target: SilverTarget,
-    rules: StandardizeRules,
-    expectations: ExpectationsConfig,
-    root: str,
-    run_id: str,
-    batch_id: str,
-) -> TargetResult:
-    """Map, standardize, key, deduplicate, check and upsert one source's new rows into one silver table.
-
-    The key and ordering columns are standardized first and only the latest row per key is standardized
-    in full; the counts come from two aggregations (rows by key state, then expectations).
-    """
-    spec = SILVER[target.table]
+def _mapped(pending: Pending, target: SilverTarget, rules: StandardizeRules, first: set[str]) -> DataFrame:
+    """One source's rows mapped onto the table, the ``first`` columns standardized, keyed, tagged ``_source``."""
+    source, bronze = pending.source, pending.bronze
     # A hinted field no file has carried yet is still a declared field: null, not an unknown column.
     present = {c.lower() for c in bronze.columns}
     declared = {c: F.lit(None).cast(t) for c, t in source.schema_hints.items() if c.lower() not in present}
     bronze = bronze.withColumns(declared) if declared else bronze
-    first = ranking_columns(target)
     mapped = standardize_rows(map_columns(bronze, target), target.table, rules, columns=first)
-    ranked = rank_per_key(with_key_columns(mapped, source.name, target), target.table).persist()
+    return with_key_columns(mapped, source.name, target).withColumn("_source", F.lit(source.name))
+
+
+def _same_types(frames: list[DataFrame]) -> list[DataFrame]:
+    """Cast a column that two sources carry with different types (a JSON double, a CSV string) to string.
+
+    The columns still to be standardized read their value as text anyway; left to the union's own type
+    coercion, a text value that is not a number would fail the cast and the job instead of the row.
+    """
+    types: dict[str, set[str]] = {}
+    for frame in frames:
+        for field in frame.schema.fields:
+            types.setdefault(field.name, set()).add(field.dataType.simpleString())
+    mixed = [name for name, seen in types.items() if len(seen) > 1]
+    return [f.withColumns({c: F.col(c).cast("string") for c in mixed if c in f.columns}) for f in frames]
+
+
+def process_table(
+    table: str,
+    parts: list[tuple[Pending, SilverTarget]],
+    rules: StandardizeRules,
+    expectations: ExpectationsConfig,
+    root: str,
+    run_id: str,
+) -> tuple[dict[str, SourceResult], int]:
+    """Map, standardize, key, deduplicate, check and upsert every source's new rows of one silver table at once.
+
+    One MERGE per table, however many sources feed it: the table is read once per run, not once per source.
+    The key and ordering columns are standardized first and only the latest row per key is standardized in
+    full. The latest row per key wins across sources too (a customer record's key carries its source, so
+    only facts can meet another source's row). Returns each source's counts and the rows inserted or changed.
+    """
+    spec = SILVER[table]
+    first = set().union(*(ranking_columns(target) for _, target in parts))
+    frames = _same_types([_mapped(pending, target, rules, first) for pending, target in parts])
+    union = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+    ranked = rank_per_key(union, table).persist()
     flagged = None
     try:
-        row = ranked.agg(
-            F.count("*").alias("rows_in"),
-            F.count_if("_key_missing").alias("missing"),
-            F.count_if(F.col("_rank") == 1).alias("latest"),
-        ).first()
-        rows_in, rows_missing, rows_latest = row["rows_in"], row["missing"], row["latest"]
-        latest = ranked.where(F.col("_rank") == 1).drop("_rank")
-        rest = set(spec.columns) - first
-        latest = with_fact_record_id(standardize_rows(latest, target.table, rules, columns=rest), target)
-        checks = expectations.for_table(target.table)
-        flagged = evaluate(latest, checks).persist()
-        results, rows_rejected = count_results(flagged, target.table, checks)
-        kept, rejected = enforce(flagged, target.table, checks, results, spec.key[0])
-        key_text = F.concat_ws("|", *[F.col(k).cast("string") for k in spec.key])
-        quarantine = quarantine_rows(
-            ranked.where("_key_missing"),
-            source.name,
-            "standardize",
-            "missing_key",
-            f"no value for key column(s) {', '.join(target.key)} of {target.table}",
-            None,
-            run_id,
-        )
-        if rejected is not None:
-            reason = F.concat(F.lit("failed expectation(s): "), F.array_join("_dq_failed", ", "))
-            quarantine = quarantine.unionByName(
-                quarantine_rows(rejected, source.name, "standardize", "expectation", reason, key_text, run_id)
+        by_source = {
+            r["_source"]: r
+            for r in ranked.groupBy("_source")
+            .agg(
+                F.count("*").alias("rows_in"),
+                F.count_if("_key_missing").alias("missing"),
+                F.count_if(F.col("_rank") == 1).alias("latest"),
             )
-        contract = to_contract(kept, target.table)
-        rows_changed = tables.upsert(contract, root, spec.table, list(spec.key), order_by=spec.order_by)
-        rows_quarantined = rows_missing + rows_rejected
-        if rows_quarantined:
-            # One transaction per (source, table, batch): a redone batch appends nothing twice.
-            txn = {"txnAppId": f"cdp-silver-{source.name}-{target.table}", "txnVersion": str(_batch_number(batch_id))}
-            tables.append(quarantine, root, tables.QUARANTINE, options=txn)
-        return TargetResult(
-            rows_in=rows_in,
-            rows_missing_key=rows_missing,
-            rows_duplicate=rows_in - rows_missing - rows_latest,
-            rows_quarantined=rows_quarantined,
-            rows_kept=rows_latest - rows_rejected,
-            rows_changed=rows_changed,
-            expectations=results,
-        )
+            .collect()
+        }
+        latest = ranked.where(F.col("_rank") == 1).drop("_rank")
+        latest = standardize_rows(latest, table, rules, columns=set(spec.columns) - first)
+        if "record_id" in spec.columns and table != "customer_records":
+            # A fact's record_id is its source's SQL over the standardized columns.
+            record_id = F.lit(None).cast("string")
+            for pending, target in parts:
+                record_id = F.when(F.col("_source") == pending.source.name, fact_record_id(target)).otherwise(record_id)
+            latest = latest.withColumn("record_id", record_id)
+        checks = expectations.for_table(table)
+        flagged = evaluate(latest, checks).persist()
+        counted = count_results(flagged, table, checks, by="_source")
+        kept, rejected = enforce(flagged, table, checks, merged_results(counted, table, checks), spec.key[0])
+        rows_changed = tables.upsert(to_contract(kept, table), root, spec.table, list(spec.key), order_by=spec.order_by)
+        results = {}
+        for pending, target in parts:
+            name = pending.source.name
+            row = by_source.get(name)
+            rows_in, missing, latest_rows = (row["rows_in"], row["missing"], row["latest"]) if row else (0, 0, 0)
+            checked, rows_rejected = counted.get(name, ([], 0))
+            results[name] = SourceResult(
+                rows_in=rows_in,
+                rows_missing_key=missing,
+                rows_duplicate=rows_in - missing - latest_rows,
+                rows_quarantined=missing + rows_rejected,
+                rows_kept=latest_rows - rows_rejected,
+                expectations=checked or [ExpectationResult(table, e.name, e.action, 0, 0) for e in checks],
+            )
+            if missing + rows_rejected:
+                _quarantine(ranked, rejected, pending, target, spec.key, run_id, root)
+        return results, rows_changed
     finally:
         if flagged is not None:
             flagged.unpersist()
         ranked.unpersist()
+
+
+def _quarantine(
+    ranked: DataFrame,
+    rejected: DataFrame | None,
+    pending: Pending,
+    target: SilverTarget,
+    key: tuple[str, ...],
+    run_id: str,
+    root: str,
+) -> None:
+    """Append one source's keyless and rejected rows to silver.quarantine, once per (source, table, batch)."""
+    name = pending.source.name
+    quarantine = quarantine_rows(
+        ranked.where(F.col("_key_missing") & (F.col("_source") == name)),
+        name,
+        "standardize",
+        "missing_key",
+        f"no value for key column(s) {', '.join(target.key)} of {target.table}",
+        None,
+        run_id,
+    )
+    if rejected is not None:
+        reason = F.concat(F.lit("failed expectation(s): "), F.array_join("_dq_failed", ", "))
+        key_text = F.concat_ws("|", *[F.col(k).cast("string") for k in key])
+        quarantine = quarantine.unionByName(
+            quarantine_rows(
+                rejected.where(F.col("_source") == name), name, "standardize", "expectation", reason, key_text, run_id
+            )
+        )
+    # One transaction per (source, table, batch): a redone batch appends nothing twice.
+    txn = {"txnAppId": f"cdp-silver-{name}-{target.table}", "txnVersion": str(_batch_number(pending.batch_id))}
+    tables.append(quarantine, root, tables.QUARANTINE, options=txn)
 
 
 def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[str, ExpectationResult]]) -> None:
@@ -175,7 +238,37 @@ def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[
     tables.append(spark.createDataFrame(rows, DQ_SCHEMA), root, tables.DQ_METRICS)
 
 
+def _pending(ctx: Context, stage: StageRun, source: SourceConfig) -> Pending | None:
+    """A source's new bronze rows and the last batch among them, or None when there is nothing new."""
+    bronze = new_bronze_rows(ctx.spark, ctx.root, source.name)
+    if bronze is None:
+        log.warning("[standardize] %s: no bronze table yet (run cdp-spark ingest first); skipped", source.name)
+        return None
+    batch_id = bronze.agg(F.max("_batch_id")).first()[0]
+    if batch_id is None:
+        with stage.step(f"{source.name}: nothing new") as counts:
+            counts["rows_read"] = 0
+        return None
+    return Pending(source, bronze.where(F.col("_batch_id") <= batch_id), batch_id)
+
+
+def _record_source(stage: StageRun, step: str, result: SourceResult) -> None:
+    """One source's counts in one table, as metrics of the step ``<source> -> <table>``, and logged."""
+    metrics = {
+        "rows_read": result.rows_in,
+        "rows_written": result.rows_kept,
+        "rows_quarantined": result.rows_quarantined,
+        "rows_duplicate": result.rows_duplicate,
+        **{f"dq_failed:{r.expectation}": r.failed for r in result.expectations},
+    }
+    for metric, value in metrics.items():
+        stage.record(step, metric, value)
+    log.info("[%s] %s: %s", stage.stage, step, " ".join(f"{k}={v:,}" for k, v in metrics.items()))
+
+
 def run(ctx: Context, stage: StageRun) -> None:
+    """Every silver table from all its sources' new bronze batches, one table at a time; then the batches
+    are recorded in ops.silver_log (one commit)."""
     sources = load_sources(ctx.config.files.sources)
     expectations = load_expectations(ctx.config.files.expectations)
     for source in sources.sources:
@@ -183,52 +276,24 @@ def run(ctx: Context, stage: StageRun) -> None:
             check_target(source, target)
     spark, root = ctx.spark, ctx.root
     dq_results: list[tuple[str, ExpectationResult]] = []
+    pending = [p for p in (_pending(ctx, stage, s) for s in sources.sources if s.silver) if p is not None]
     try:
-        for source in sources.sources:
-            if source.silver:
-                _standardize_source(ctx, stage, source, sources.standardize, expectations, dq_results)
+        for table in SILVER:
+            parts = [(p, t) for p in pending for t in p.source.silver if t.table == table]
+            if not parts:
+                continue
+            with stage.step(f"{table} <- {', '.join(p.source.name for p, _ in parts)}") as counts:
+                results, rows_changed = process_table(
+                    table, parts, sources.standardize, expectations, root, stage.run_id
+                )
+                counts["rows_changed"] = rows_changed
+                for name, result in results.items():
+                    dq_results += [(name, r) for r in result.expectations]
+                    _record_source(stage, f"{name} -> {table}", result)
+        if pending:
+            now = datetime.now(UTC).replace(tzinfo=None)
+            markers = [(p.source.name, p.batch_id, stage.run_id, now) for p in pending]
+            tables.append(spark.createDataFrame(markers, SILVER_LOG_SCHEMA), root, tables.SILVER_LOG)
     finally:
         # Also when a later step fails: what was measured is recorded.
         _record_dq(spark, root, stage.run_id, dq_results)
-
-
-def _standardize_source(
-    ctx: Context,
-    stage: StageRun,
-    source: SourceConfig,
-    rules: StandardizeRules,
-    expectations: ExpectationsConfig,
-    dq_results: list[tuple[str, ExpectationResult]],
-) -> None:
-    """Every silver target of one source's new bronze batches, then the batch recorded in ops.silver_log."""
-    spark, root = ctx.spark, ctx.root
-    bronze = new_bronze_rows(spark, root, source.name)
-    if bronze is None:
-        log.warning("[standardize] %s: no bronze table yet (run cdp-spark ingest first); skipped", source.name)
-        return
-    bronze = bronze.persist()
-    try:
-        batch_id = bronze.agg(F.max("_batch_id")).first()[0]
-        if batch_id is None:
-            with stage.step(f"{source.name}: nothing new") as counts:
-                counts["rows_read"] = 0
-            return
-        for target in source.silver:
-            with stage.step(f"{source.name} -> {target.table}") as counts:
-                result = process_target(bronze, source, target, rules, expectations, root, stage.run_id, batch_id)
-                dq_results += [(source.name, r) for r in result.expectations]
-                counts.update(
-                    rows_read=result.rows_in,
-                    rows_written=result.rows_kept,
-                    rows_quarantined=result.rows_quarantined,
-                    rows_duplicate=result.rows_duplicate,
-                    rows_changed=result.rows_changed,
-                )
-                for r in result.expectations:
-                    counts[f"dq_failed:{r.expectation}"] = r.failed
-        marker = spark.createDataFrame(
-            [(source.name, batch_id, stage.run_id, datetime.now(UTC).replace(tzinfo=None))], SILVER_LOG_SCHEMA
-        )
-        tables.append(marker, root, tables.SILVER_LOG)
-    finally:
-        bronze.unpersist()

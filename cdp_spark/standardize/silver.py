@@ -331,8 +331,13 @@ def with_fact_record_id(standardized: DataFrame, target: SilverTarget) -> DataFr
     """A fact's ``record_id``: the mapping's SQL over the standardized columns (see ``with_keys``)."""
     if target.table == "customer_records" or "record_id" not in SILVER[target.table].columns:
         return standardized
+    return standardized.withColumn("record_id", fact_record_id(target))
+
+
+def fact_record_id(target: SilverTarget) -> Column:
+    """The mapping's SQL for a fact's ``record_id`` (a string), null when the mapping has none."""
     sql = target.columns.get("record_id")
-    return standardized.withColumn("record_id", F.expr(sql).cast("string") if sql else F.lit(None).cast("string"))
+    return F.expr(sql).cast("string") if sql else F.lit(None).cast("string")
 
 
 def rank_per_key(df: DataFrame, table: str) -> DataFrame:
