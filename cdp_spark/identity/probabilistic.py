@@ -43,6 +43,7 @@ from scipy.special import expit
 
 from cdp_spark.config import ConfigError, Strict
 from cdp_spark.identity.comparisons import NULL_LEVEL, ComparisonConfig
+from cdp_spark.sampling import keyed_sample, uniform_draw
 
 log = logging.getLogger("cdp_spark")
 
@@ -427,9 +428,9 @@ def _random_pairs(records: DataFrame, config: ProbabilisticConfig, id_col: str, 
         rows = min(n, math.ceil(2 * target / (_U_BUCKET_RECORDS - 1)))
         per_bucket = 1 + 2 * target / rows
         buckets = max(1, round(rows / per_bucket))
-        sampled = records.sample(fraction=rows / n, seed=seed) if rows < n else records
+        sampled = keyed_sample(records, rows / n, seed, [id_col]) if rows < n else records
     sampled = sampled.select(f"`{id_col}`", *[f"`{c}`" for c in columns]).withColumn(
-        "_bucket", F.floor(F.rand(seed) * buckets).cast("int")
+        "_bucket", F.floor(uniform_draw([id_col], seed + 1) * buckets).cast("int")
     )
     left = _side(sampled, id_col, [*columns, "_bucket"], "l")
     right = _side(sampled, id_col, [*columns, "_bucket"], "r")

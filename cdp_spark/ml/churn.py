@@ -38,6 +38,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from cdp_spark.ml import tracking
 from cdp_spark.ml.config import ESTIMATORS, ChurnConfig, ChurnEstimator, Hyperparameter
+from cdp_spark.sampling import keyed_sample
 
 LABEL = "churned"
 KEY_COLUMNS = ("cdp_id", "as_of")
@@ -188,13 +189,13 @@ class DriverSample:
 
 
 def stratified_sample(examples: DataFrame, max_rows: int, seed: int) -> DriverSample:
-    """All examples, or a seeded ``sampleBy`` on the label above ``max_rows``, as pandas sorted by key."""
+    """All examples, or above ``max_rows`` a seeded sample stratified on the label, as pandas sorted by key."""
     class_counts = {int(row[LABEL]): int(row["count"]) for row in examples.groupBy(LABEL).count().collect()}
     total = sum(class_counts.values())
     fractions = None
     if total > max_rows:
         fractions = sample_fractions(class_counts, max_rows)
-        examples = examples.sampleBy(LABEL, fractions=fractions, seed=seed)
+        examples = _keep(examples, fractions, seed)
     return DriverSample(_to_pandas(examples, max_rows, seed), total, class_counts, fractions)
 
 
@@ -206,8 +207,16 @@ def random_sample(examples: DataFrame, max_rows: int, seed: int) -> DriverSample
     if total > max_rows:
         fraction = max_rows / total
         fractions = {label: fraction for label in class_counts}
-        examples = examples.sample(fraction=fraction, seed=seed)
+        examples = _keep(examples, fractions, seed)
     return DriverSample(_to_pandas(examples, max_rows, seed), total, class_counts, fractions)
+
+
+def _keep(examples: DataFrame, fractions: Mapping[int, float], seed: int) -> DataFrame:
+    """Each example kept with its label's rate, drawn from its key: the same rows on every run and cluster."""
+    rate = F.lit(0.0)
+    for label, fraction in fractions.items():
+        rate = F.when(F.col(LABEL) == F.lit(label), F.lit(fraction)).otherwise(rate)
+    return keyed_sample(examples, rate, seed, KEY_COLUMNS)
 
 
 def _to_pandas(examples: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
@@ -215,10 +224,10 @@ def _to_pandas(examples: DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 
     The fixed row order makes the fit reproducible whatever order the partitions arrive in.
     """
-    frame = examples.toPandas().sort_values(list(KEY_COLUMNS), kind="stable")
+    frame = examples.toPandas().sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
     if len(frame) > max_rows:
-        frame = frame.sample(n=max_rows, random_state=seed).sort_index()
-    return frame.reset_index(drop=True)
+        frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
+    return frame
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from pyspark.sql import functions as F
 from scipy import optimize
 from scipy.special import betaln, expit, gammaln, hyp2f1, logsumexp
 
+from cdp_spark.sampling import keyed_sample
+
 DAYS_PER_MONTH = 365.25 / 12
 COUNT_COL = "n_customers"
 
@@ -151,7 +153,7 @@ def fit_gamma_gamma_summary(
     """
     repeat_customers = summary.where((F.col("frequency") > 0) & (F.col("monetary_value") > 0))
     if sample_fraction is not None:
-        repeat_customers = repeat_customers.sample(fraction=sample_fraction, seed=seed)
+        repeat_customers = keyed_sample(repeat_customers, sample_fraction, seed)
     counts = rfm_counts(repeat_customers, ["frequency", "monetary_value"]).toPandas()
     return fit_gamma_gamma(
         counts["frequency"], counts["monetary_value"], weights=counts[COUNT_COL], penalizer_coef=penalizer_coef

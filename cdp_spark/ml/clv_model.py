@@ -37,6 +37,7 @@ from cdp_spark.ml.clv import (
     rfm_summary,
 )
 from cdp_spark.ml.config import ClvConfig
+from cdp_spark.sampling import keyed_sample
 
 INPUT_COLUMNS = ("bgnbd_frequency", "bgnbd_recency_days", "bgnbd_t_days", "bgnbd_monetary")
 OUTPUT_COLUMNS = ("p_alive", "expected_purchases", "clv")
@@ -307,7 +308,7 @@ def train_clv(
         if n_customers == 0:
             raise ValueError(f"clv: no customer with a purchase on or before the calibration end {calibration_end}")
         fraction = config.max_fit_customers / n_customers if n_customers > config.max_fit_customers else None
-        fit_on = summary if fraction is None else summary.sample(fraction=fraction, seed=config.seed)
+        fit_on = summary if fraction is None else keyed_sample(summary, fraction, config.seed)
         params = ClvParams(
             bg_nbd=fit_bg_nbd_summary(fit_on, penalizer_coef=config.penalizer_coef),
             gamma_gamma=fit_gamma_gamma_summary(fit_on, penalizer_coef=config.penalizer_coef),
