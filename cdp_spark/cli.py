@@ -7,8 +7,9 @@ import logging
 import sys
 
 from cdp_spark.config import ConfigError, load_config
-from cdp_spark.ops import configure_logging
+from cdp_spark.ops import configure_logging, failure_reason
 from cdp_spark.pipeline import PIPELINE, STAGES, Context, run_pipeline, run_stage
+from cdp_spark.redact import redact
 from cdp_spark.session import JarsUnavailableError
 
 log = logging.getLogger("cdp_spark")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.conf_dir, args.env, args.overrides)
     except ConfigError as exc:
-        print(f"cdp-spark: config error:\n{exc}", file=sys.stderr)
+        print(f"cdp-spark: config error:\n{redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     ctx = Context(config=config, args=args)
     try:
@@ -89,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_stage(args.stage, ctx)
     except ConfigError as exc:
-        print(f"cdp-spark {args.stage}: config error:\n{exc}", file=sys.stderr)
+        print(f"cdp-spark {args.stage}: config error:\n{redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except JarsUnavailableError as exc:
-        print(f"cdp-spark {args.stage}: {exc}", file=sys.stderr)
+        print(f"cdp-spark {args.stage}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
         log.debug("traceback", exc_info=True)
-        reason = " ".join(str(exc).split())[:500] or type(exc).__name__
+        reason = failure_reason(exc)
         print(
             f"cdp-spark {args.stage} failed: {type(exc).__name__}: {reason} (rerun with -v for the traceback)",
             file=sys.stderr,

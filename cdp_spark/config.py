@@ -4,7 +4,7 @@ Everything is validated once, here, before any Spark work starts. Errors name th
 ``ConfigError("conf/env/local.yaml: spark.shuffle_partitions: expected an integer, got 'five'")``.
 
 Values may reference environment variables (for secrets) as ``${env:NAME}``; a reference to an unset
-variable is an error naming the variable, the file and the key.
+variable is an error naming the variable, the file and the key. Error messages never show a resolved value.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cdp_spark.redact import redact
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -129,11 +131,15 @@ class CdpConfig(Strict):
 
 @dataclass
 class Layers:
-    """Merged raw values plus, for every dotted key, the file (or ``--set``) that set it last."""
+    """Merged raw values plus, for every dotted key, the file (or ``--set``) that set it last.
+
+    ``secrets`` are the values read from environment variables: error messages mask them.
+    """
 
     data: dict[str, Any] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
 
     def where(self, dotted: str) -> str:
         parts = dotted.split(".") if dotted else []
@@ -180,7 +186,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {redact(str(exc))}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -218,6 +224,7 @@ def _resolve_env(values: Any, layers: Layers, path: str = "") -> Any:
             name = match.group(1)
             if name not in os.environ:
                 raise ConfigError(f"{layers.where(path)}: {path}: environment variable {name} is not set")
+            layers.secrets.add(os.environ[name])
             return os.environ[name]
 
         return _ENV_REF.sub(sub, values)
@@ -256,12 +263,15 @@ def _describe(exc: ValidationError, layers: Layers, prefix: str) -> str:
             lines.append(f"{where}: {full}: unknown key")
         elif err["type"] == "missing":
             lines.append(f"{where}: {full}: required key is missing")
+        elif isinstance(err.get("input"), dict | list):
+            # The input of a whole section (a source with its jdbc password ...) is not worth echoing.
+            lines.append(f"{where}: {full}: {err['msg']}")
         else:
             lines.append(f"{where}: {full}: {err['msg']}, got {err.get('input')!r}")
     more = len(exc.errors()) - len(lines)
     if more > 0:
         lines.append(f"... and {more} more problem(s)")
-    return "\n".join(lines)
+    return redact("\n".join(lines), layers.secrets)
 
 
 def load_config(conf_dir: str | Path = "conf", env: str | None = None, overrides: list[str] = ()) -> CdpConfig:

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from cdp_spark import tables
+from cdp_spark.redact import redact
 
 log = logging.getLogger("cdp_spark")
 
@@ -94,7 +95,27 @@ def progress(what: str) -> Iterator[None]:
     log.info("%s done in %.1fs", what, time.perf_counter() - started)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """An exception as one line for people (stderr, the run report): redacted, then cut to 500 characters."""
+    # Redacted before it is cut, so a cut cannot leave half a password unrecognized.
+    return redact(" ".join(str(exc).split()))[:500] or type(exc).__name__
+
+
+class RedactingFilter(logging.Filter):
+    """Mask passwords, e-mails and phone numbers in a log record's message and traceback before any handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     for noisy in ("py4j", "urllib3", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from cdp_spark.config import CdpConfig
-from cdp_spark.ops import StageRun, new_run_id
+from cdp_spark.ops import StageRun, failure_reason, new_run_id
 from cdp_spark.report import RunReport, StageOutcome
 from cdp_spark.session import build_session
 
@@ -105,7 +105,7 @@ def run_pipeline(ctx: Context) -> list[StageRun]:
             try:
                 runs.append(run_stage(name, ctx))
             except Exception as exc:
-                report.add(StageOutcome(name, None, "failed", " ".join(str(exc).split())[:500]))
+                report.add(StageOutcome(name, None, "failed", failure_reason(exc)))
                 failed_at = PIPELINE.index(name)
                 for later in PIPELINE[failed_at + 1 :]:
                     report.add(StageOutcome(later, None, "not run"))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cdp_spark.ops import StageRun
+from cdp_spark.redact import redact
 
 # Metrics worth a column of the summary table; every metric still appears in the stage's detail.
 _SUMMARY = ("rows_read", "rows_written", "rows_quarantined")
@@ -50,7 +51,7 @@ class RunReport:
         for outcome in self.outcomes:
             lines += ["", f"## {outcome.name}: {outcome.status}"]
             if outcome.error:
-                lines += ["", f"Error: `{outcome.error}`"]
+                lines += ["", f"Error: `{redact(outcome.error)}`"]
             if outcome.run is None or not outcome.run.metrics:
                 continue
             lines += ["", "| step | metric | value |", "| --- | --- | ---: |"]

@@ -7,10 +7,12 @@ Hadoop-compatible URI on a cluster). No other module spells a table path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class Table:
 
     def path(self, root: str) -> str:
         return f"{root.rstrip('/')}/{self.layer}/{self.name}"
+
+
+LAYERS = ("bronze", "silver", "gold", "ops")
 
 
 def bronze(source: str) -> Table:
@@ -58,6 +63,25 @@ EXPORT_STATE = Table("ops", "export_state", partition_by=("destination",))
 ERASURE_PLAN = Table("ops", "erasure_plan")
 INGEST_LOG = Table("ops", "ingest_log")
 SILVER_LOG = Table("ops", "silver_log")
+
+# ops.audit_log: who was exported, erased or suppressed, as counts and ids, never a personal value.
+AUDIT_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("action", T.StringType(), False),
+        T.StructField("target", T.StringType(), True),
+        T.StructField("table", T.StringType(), True),
+        T.StructField("rows", T.LongType(), True),
+        T.StructField("details", T.StringType(), True),
+        T.StructField("recorded_at", T.TimestampType(), False),
+    ]
+)
+
+
+def audit_rows(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """``(run_id, action, target, table, rows, details)`` tuples as ops.audit_log rows, stamped now."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return spark.createDataFrame([(*r, now) for r in rows], AUDIT_SCHEMA)
 
 
 def exists(spark: SparkSession, root: str, table: Table) -> bool:

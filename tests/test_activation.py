@@ -16,8 +16,8 @@ from cdp_spark import tables
 from cdp_spark.activation import export
 from cdp_spark.activation.config import Destination, DestinationsConfig, check_destinations, load_destinations
 from cdp_spark.activation.export import audience, export_id, run_export
-from cdp_spark.activation.hashing import identifier_hash
 from cdp_spark.config import ConfigError
+from cdp_spark.hashing import identifier_hash
 from cdp_spark.segments.config import SegmentDefinition, SegmentsConfig, load_segments
 
 T1, T2, T3 = date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31)
@@ -92,7 +92,7 @@ def test_only_consented_and_not_erased_customers_are_exported(spark):
     )
     suppression = spark.createDataFrame(
         [
-            ("cdp_id", "not-checked-here", "p4"),
+            ("cdp_id", hashlib.sha256(b"p4").hexdigest(), "p4"),
             ("email", hashlib.sha256(b"erased5@example.com").hexdigest(), "cdp-old"),
         ],
         "kind string, value_hash string, cdp_id string",
@@ -152,7 +152,7 @@ def test_delta_export_adds_removes_idempotency_and_a_half_written_export_redone(
     folder1 = Path(first.folder)
     assert folder1 == Path(root) / "exports" / "ads" / export_id(dest, T1, segments_hash)
     manifest = json.loads((folder1 / "_manifest.json").read_text())
-    assert manifest["counts"] == {"adds": 2, "removes": 0, "total": 2}
+    assert manifest["counts"] == {"adds": 2, "removes": 0, "erasures": 0, "total": 2}
     assert manifest["segment_definitions_sha256"] == segments_hash
     assert (manifest["destination"], manifest["export_id"], manifest["as_of"]) == ("ads", first.export_id, "2026-01-31")
     for entry in manifest["files"]:
@@ -251,3 +251,52 @@ def test_shipped_destinations_export_shipped_segments_and_known_columns():
     check_destinations(destinations, load_segments("conf/segments.yaml"), available, "conf/destinations.yaml")
     assert {d.mode for d in destinations.destinations} == {"full", "delta"}
     assert any(d.hash_identifiers for d in destinations.destinations)
+
+
+DESTINATION = {"name": "ads", "segments": ["s"], "identifiers": ["email"], "channel": "ads"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../outside",
+        "exports/../../silver",
+        "/data/exports/../lakehouse",
+        "s3a://bucket/exports/../lakehouse",
+        "silver/exports",
+        "ops",
+        "_checkpoints/x",
+        "./exports",
+    ],
+)
+def test_a_destination_path_cannot_leave_its_tree_or_land_in_a_table_layer(path):
+    with pytest.raises(ValueError, match="path"):
+        Destination(**DESTINATION, path=path)
+
+
+@pytest.mark.parametrize("path", ["exports/ads", "/data/exports/ads", "s3a://bucket/cdp/exports/ads"])
+def test_ordinary_destination_paths_are_accepted(path):
+    assert Destination(**DESTINATION, path=path).path == path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../silver/customer_records", "adds-00000.csv/../../x", "_delta_log", "members-00000.csv.bak", None, 7],
+)
+def test_a_manifest_may_only_name_export_files_of_its_own_folder(name):
+    with pytest.raises(export.UnsafePath, match="refused"):
+        export.export_file("/lake/exports/ads/20260228-0123456789ab", name, "m.json")
+    assert export.export_file("/x/20260228-0123456789ab", "removes-00001.jsonl", "m.json").endswith(
+        "/removes-00001.jsonl"
+    )
+
+
+@pytest.mark.parametrize(
+    "folder", ["/lake/exports/ads/../../silver", "/lake/silver/customer_records", "/lake/exports/.."]
+)
+def test_an_export_folder_from_the_audit_log_must_be_an_export_folder(folder):
+    with pytest.raises(export.UnsafePath, match="refused"):
+        export.export_folder(folder)
+    assert (
+        export.export_folder("s3a://b/exports/ads/20260228-0123456789ab") == "s3a://b/exports/ads/20260228-0123456789ab"
+    )

@@ -87,6 +87,16 @@ def test_secret_from_environment_variable(tmp_path, monkeypatch):
         load_config(conf)
 
 
+def test_error_masks_the_value_of_an_environment_variable(tmp_path, monkeypatch):
+    conf = write_conf(tmp_path, "spark:\n  shuffle_partitions: ${env:CDP_TEST_PARTITIONS}\n")
+    monkeypatch.setenv("CDP_TEST_PARTITIONS", "s3cr3t-Pa55")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf)
+    message = str(err.value)
+    assert message.startswith(f"{conf / 'base.yaml'}: spark.shuffle_partitions: ") and message.endswith("got '***'")
+    assert "s3cr3t-Pa55" not in message
+
+
 def test_bad_override_syntax(tmp_path):
     conf = write_conf(tmp_path, "")
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from cdp_spark import tables
 from cdp_spark.activation import job as activation_job
+from cdp_spark.activation.export import UnsafePath
 from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
@@ -26,9 +27,10 @@ from cdp_spark.privacy.erase import (
     normalize_requests,
     plan_requests,
     read_requests,
-    suppressed,
 )
+from cdp_spark.standardize import job as standardize_job
 from cdp_spark.standardize.rules import StandardizeRules
+from cdp_spark.suppression import flag_suppressed, without_suppressed
 
 T = date(2026, 2, 28)
 NOW = datetime(2026, 2, 27, 12, 0)
@@ -137,26 +139,40 @@ def test_requests_file_errors_name_the_file(spark, tmp_path):
         read_requests(spark, str(no_value))
 
 
-def test_suppressed_drops_rows_of_erased_people_by_record_id_email_phone_or_consent_identifier(spark):
+def test_suppression_drops_rows_of_erased_people_by_record_id_email_phone_ids_or_consent_identifier(spark):
     suppression = spark.createDataFrame(
-        [("email", JANE_EMAIL_SHA), ("phone", JANE_PHONE_SHA), ("record_id", sha("crm:CUST-JANE-7731"))],
+        [
+            ("email", JANE_EMAIL_SHA),
+            ("phone", JANE_PHONE_SHA),
+            ("record_id", sha("crm:CUST-JANE-7731")),
+            ("loyalty_id", sha("L-JANE")),
+        ],
         "kind string, value_hash string",
     )
     rows = spark.createDataFrame(
         [
-            ("crm:CUST-JANE-7731", None, None),  # re-ingested old CRM file
-            ("orders:ACC-NEW-1", "jane.doe@example.com", None),  # a new account with her email
-            ("orders:ACC-NEW-2", None, "+14155552671"),
-            ("crm:CUST-BOB-1001", "bob@example.com", "+16502530000"),
-            ("orders:ACC-X", None, None),
+            ("crm:CUST-JANE-7731", None, None, None),  # re-ingested old CRM file
+            ("orders:ACC-NEW-1", "jane.doe@example.com", None, None),  # a new account with her email
+            ("orders:ACC-NEW-2", None, "+14155552671", None),
+            ("pos:R-9", None, None, "L-JANE"),  # her loyalty card at a till
+            ("crm:CUST-BOB-1001", "bob@example.com", "+16502530000", "L-BOB"),
+            ("orders:ACC-X", None, None, None),
+            ("orders:ACC-Y", "crm:CUST-JANE-7731", "L-JANE", "+14155552671"),  # her values, in other kinds' columns
         ],
-        "record_id string, email string, phone string",
+        "record_id string, email string, phone string, loyalty_id string",
     )
     expected = spark.createDataFrame(
-        [("crm:CUST-BOB-1001", "bob@example.com", "+16502530000"), ("orders:ACC-X", None, None)],
-        "record_id string, email string, phone string",
+        [
+            ("crm:CUST-BOB-1001", "bob@example.com", "+16502530000", "L-BOB"),
+            ("orders:ACC-X", None, None, None),
+            ("orders:ACC-Y", "crm:CUST-JANE-7731", "L-JANE", "+14155552671"),
+        ],
+        "record_id string, email string, phone string, loyalty_id string",
     )
-    assert_df_equality(suppressed(rows, suppression), expected, ignore_row_order=True)
+    flagged = flag_suppressed(rows, suppression)
+    assert flagged.columns == [*rows.columns, "_suppressed"] and flagged.count() == rows.count()
+    assert_df_equality(without_suppressed(rows, suppression), expected, ignore_row_order=True)
+    assert_df_equality(without_suppressed(rows, None), rows)
     consent = spark.createDataFrame(
         [
             ("email", "jane.doe@example.com", "ads"),
@@ -168,7 +184,7 @@ def test_suppressed_drops_rows_of_erased_people_by_record_id_email_phone_or_cons
     expected_consent = spark.createDataFrame(
         [("email", "bob@example.com", "ads")], "identifier_type string, identifier string, channel string"
     )
-    assert_df_equality(suppressed(consent, suppression), expected_consent)
+    assert_df_equality(without_suppressed(consent, suppression), expected_consent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,6 +524,12 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
         if name in bookkeeping:
             # Hashes and the cdp_id, by design; never a raw value.
             assert not [t for t in texts if "jane" in t.replace(JANE_CDP, "") or "4155552671" in t], name
+        elif name == tables.EXPORT_STATE.full_name:
+            # Her exported rows are tombstones until each destination's next export: SHA-256 identifiers only.
+            tombstones = [t for t in texts if '"cdp_id":"erased"' in t]
+            assert len(tombstones) == 2 and all(JANE_EMAIL_SHA in t for t in tombstones)
+            assert traces([t for t in texts if t not in tombstones]) == []
+            assert not [t for t in tombstones if "jane" in t or JANE_CDP in t or "4155552671" in t]
         else:
             assert traces(texts) == [], name
     suppression = tables.read(spark, root, tables.ERASURE_SUPPRESSION).where(
@@ -565,7 +587,8 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
                 continue
             checked += 1
             if table.full_name not in bookkeeping:
-                assert traces(texts) == [], f"{table.full_name} version {version}"
+                not_tombstones = [t for t in texts if '"cdp_id":"erased"' not in t]  # hashes, by design (above)
+                assert traces(not_tombstones) == [], f"{table.full_name} version {version}"
     assert failed > 0
 
     # A rerun finds the request done and changes nothing.
@@ -575,6 +598,71 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
     rerun_metrics = {metric: value for _, metric, value in rerun.metrics}
     assert (rerun_metrics["erased"], rerun_metrics["already_erased"]) == (0, 1)
     assert versions(spark, root) == versions_before
+
+    # New files carry her again (a CRM export with a new customer id, an order on her account) next to a new
+    # customer: standardize keeps her out of silver, counts the rows it dropped and audits them.
+    crm = tables.read(spark, root, tables.bronze("crm")).schema
+    tables.append(
+        spark.createDataFrame(
+            [
+                ("CUST-NEW-1", "J.", "Doe", " JANE.DOE@example.com", None, None, None, None, "US", None, None,
+                 "2026-03-01T10:00:00Z", *lineage("crm-000003")),
+                ("CUST-CAROL-5", "Carol", "Poe", "carol@example.com", "(212) 555-0100", None, "New York", "10001",
+                 "US", None, None, "2026-03-01T10:00:00Z", *lineage("crm-000003")),
+            ],
+            crm,
+        ),
+        root,
+        tables.bronze("crm"),
+    )  # fmt: skip
+    orders = tables.read(spark, root, tables.bronze("orders")).schema
+    tables.append(
+        spark.createDataFrame(
+            [("ORD-9", "ACC-JANE-42", None, None, None, None, None, NOW, 30.0, "USD", 1, *lineage("orders-000002"))],
+            orders,
+        ),
+        root,
+        tables.bronze("orders"),
+    )
+    standardize = StageRun("standardize")
+    standardize_job.run(Context(config, argparse.Namespace(), _spark=spark), standardize)
+    after_new_files = table_texts(spark, root)
+    for name, texts in after_new_files.items():
+        if name.startswith(("silver.", "gold.")) and name not in bookkeeping:
+            assert traces(texts) == [], name
+    assert any("carol@example.com" in t for t in after_new_files["silver.customer_records"])
+    counted = {(step, metric): value for step, metric, value in standardize.metrics}
+    assert counted[("crm -> customer_records", "rows_suppressed")] == 1
+    assert counted[("orders -> orders", "rows_suppressed")] == 1
+    assert counted[("orders -> customer_records", "rows_suppressed")] == 1
+    for name in ("bronze.crm", "bronze.orders"):  # the new files' rows of hers are not kept either
+        assert traces(after_new_files[name]) == [], name
+    assert any("carol@example.com" in t for t in after_new_files["bronze.crm"])
+    suppressed = tables.read(spark, root, tables.AUDIT_LOG).where("action = 'suppress'")
+    assert {(r["target"], r["table"], r["rows"]) for r in suppressed.collect()} == {
+        ("crm", "silver.customer_records", 1),
+        ("orders", "silver.orders", 1),
+        ("orders", "silver.customer_records", 1),
+    }
+
+    # The destinations' next exports send her erasure (SHA-256 identifiers) and Bob as before; then the
+    # tombstones are gone from the state.
+    DeltaTable.forPath(spark, tables.SEGMENT_MEMBERSHIP.path(root)).update(
+        set={"last_as_of": F.lit(date(2026, 3, 1))}
+    )  # the next day's segment run: Bob still in
+    activate = StageRun("activate")
+    activation_job.run(Context(config, argparse.Namespace(as_of="2026-03-01"), _spark=spark), activate)
+    exported_now = {n: t for n, t in export_files(root).items() if "/20260301-" in n}
+    erasures = {n: t for n, t in exported_now.items() if "/erasures-" in n}
+    assert sorted(n.split("/")[1] for n in erasures) == ["ads_match", "newsletter"]
+    assert all(JANE_EMAIL_SHA in t and sha(JANE_CDP) in t for t in erasures.values())
+    assert JANE_PHONE_SHA in erasures[next(n for n in erasures if "ads_match" in n)]
+    assert not [t for t in exported_now.values() if "jane" in t.lower() or JANE_CDP in t]
+    assert BOB_CDP in "".join(exported_now.values())
+    for manifest_path in (Path(root) / "exports").glob("*/20260301-*/_manifest.json"):
+        assert json.loads(manifest_path.read_text())["counts"]["erasures"] == 1
+    state = tables.read(spark, root, tables.EXPORT_STATE)
+    assert state.where(F.col("cdp_id") == "erased").count() == 0
 
 
 @pytest.mark.slow
@@ -609,10 +697,34 @@ def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, exported_
     bookkeeping = (tables.ERASURE_PLAN.full_name, tables.ERASURE_SUPPRESSION.full_name)
     for name, texts in table_texts(spark, root).items():
         if name not in bookkeeping:
-            assert traces(texts) == [], name
+            # Tombstones are hashes by design; exactly one per destination she was exported to, not two.
+            tombstones = [t for t in texts if '"cdp_id":"erased"' in t]
+            assert len(tombstones) == (2 if name == tables.EXPORT_STATE.full_name else 0), name
+            assert traces([t for t in texts if t not in tombstones]) == [], name
     for name, text in export_files(root).items():
         assert traces([text.lower()]) == [], name
     assert tables.read(spark, root, tables.ERASURE_PLAN).where("completed_at is null").count() == 0
     audit = tables.read(spark, root, tables.AUDIT_LOG).where("action = 'erase' and target = 'REQ-1'")
     assert audit.where("`table` = 'bronze.crm'").agg(F.sum("rows")).first()[0] == 2  # audited once, by the first run
     assert audit.where("`table` is null").count() == 1  # completed once
+
+
+@pytest.mark.slow
+def test_a_crafted_manifest_cannot_make_erasure_touch_a_table(spark, exported_lakehouse):
+    root = exported_lakehouse.lakehouse.root
+    manifest_path = next((Path(root) / "exports" / "ads_match").rglob("_manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"].append({"name": "../../../silver/customer_records", "kind": "adds", "rows": 1, "sha256": "0"})
+    manifest_path.write_text(json.dumps(manifest))
+    records_before = tables.read(spark, root, tables.CUSTOMER_RECORDS).count()
+    exports_before = export_files(root)
+    plan = spark.createDataFrame(
+        [("REQ-1", None, "email", JANE_EMAIL_SHA, JANE_CDP)],
+        "request_id string, requested_by string, kind string, value_hash string, cdp_id string",
+    )
+    job = erase_module.Erasure(spark, root, "run-x", plan, {"email": [JANE_EMAIL_SHA]}, {"REQ-1": None}, [])
+
+    with pytest.raises(UnsafePath, match=r"silver/customer_records'.*refused"):
+        erase_module.erase_exports(job)
+    assert tables.read(spark, root, tables.CUSTOMER_RECORDS).count() == records_before > 0
+    assert export_files(root) == exports_before  # refused before any file was touched

@@ -30,3 +30,13 @@ def test_totals_verdict_and_details(tmp_path):
     assert "| ingest pos | rows_written | 5 |" in text
     path = report.write(str(tmp_path))
     assert path.read_text() == (tmp_path / "latest-run.md").read_text()
+
+
+def test_error_shows_no_url_password_or_email():
+    report = RunReport(run_id="r1")
+    report.add(
+        StageOutcome("ingest", None, "failed", "cannot read postgresql://u:s3cr3t-Pa55@db/x for jane@example.com")
+    )
+    text = report.markdown()
+    assert "Error: `cannot read postgresql://u:***@db/x for ***@example.com`" in text
+    assert "s3cr3t-Pa55" not in text and "jane@example.com" not in text

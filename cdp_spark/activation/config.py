@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from cdp_spark import tables
 from cdp_spark.config import ConfigError, Strict, load_model_file
 from cdp_spark.segments.config import SegmentsConfig
 
@@ -33,6 +34,21 @@ class Destination(Strict):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError("must be lower_snake_case (it names the export folder and the state)")
         return name
+
+    @field_validator("path")
+    @classmethod
+    def _contained(cls, path: str) -> str:
+        # Erasure rewrites and deletes files under this folder: it must not reach a table or leave its tree.
+        parts = [p for p in re.split(r"[/\\]", path.split("://", 1)[-1]) if p]
+        if not parts or any(p in ("..", ".") for p in parts):
+            raise ValueError(f"must be a folder path without '.' or '..' segments, got {path!r}")
+        relative = not (path.startswith("/") or "://" in path)
+        if relative and (parts[0] in tables.LAYERS or parts[0].startswith(("_", "."))):
+            raise ValueError(
+                f"a relative path must not start in a table layer ({', '.join(tables.LAYERS)}) or a hidden "
+                f"folder of the lakehouse, got {path!r}"
+            )
+        return path
 
     @model_validator(mode="after")
     def _columns(self) -> Destination:

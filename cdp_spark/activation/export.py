@@ -11,6 +11,9 @@ definitions' hash). The order of writes makes it restartable:
    exported rows, for the next delta, and a marker row per committed export id);
 4. an ``ops.audit_log`` row (action ``export``).
 
+People erased since the last export are in the state as tombstones (:func:`tombstones`): SHA-256 identifiers
+only. The next export sends them in an ``erasures`` file (full and delta mode alike) and drops them.
+
 An export is done when its marker is in the state; a rerun then writes nothing. A folder without a
 committed marker is a failed attempt and is redone whole.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -29,8 +33,9 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.activation.config import Destination
-from cdp_spark.activation.hashing import identifier_hash, normalized_identifier
+from cdp_spark.hashing import identifier_hash, normalized_identifier
 from cdp_spark.segments.membership import members_at
+from cdp_spark.suppression import without_suppressed
 
 STATE_SCHEMA = T.StructType(
     [
@@ -42,18 +47,10 @@ STATE_SCHEMA = T.StructType(
         T.StructField("exported_at", T.TimestampType(), False),
     ]
 )
-AUDIT_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("action", T.StringType(), False),
-        T.StructField("target", T.StringType(), True),
-        T.StructField("table", T.StringType(), True),
-        T.StructField("rows", T.LongType(), True),
-        T.StructField("details", T.StringType(), True),
-        T.StructField("recorded_at", T.TimestampType(), False),
-    ]
-)
-
+# ops.export_state rows of an erased person become tombstones: the person's exported identifiers as SHA-256
+# only, under this marker instead of their cdp_id, until the destination's next export sends them as erasures.
+ERASED = "erased"
+ERASURE_SCHEMA = "cdp_id_sha256 string, email_sha256 string, phone_sha256 string"
 MANIFEST = "_manifest.json"
 ROWS_PER_FILE = 1_000_000  # customer-match uploads cap file sizes; parts beyond this are split
 EXTENSIONS = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}
@@ -129,6 +126,29 @@ class LakeFiles:
         self.rename(tmp, path)
 
 
+EXPORT_FOLDER = re.compile(r"\d{8}-[0-9a-f]{12}")  # see export_id
+EXPORT_FILE = re.compile(r"(members|adds|removes|erasures)-\d{5}\.(csv|parquet|jsonl)")
+
+
+class UnsafePath(ValueError):
+    """A path read from a file (a manifest, the audit log) that would leave the folder it belongs to."""
+
+
+def export_file(folder: str, name: object, manifest_path: str) -> str:
+    """``<folder>/<name>`` for a file name a manifest lists; anything but an export file's own name is refused."""
+    if not isinstance(name, str) or not EXPORT_FILE.fullmatch(name):
+        raise UnsafePath(f"{manifest_path}: file name {name!r} is not an export file of this folder; refused")
+    return f"{folder}/{name}"
+
+
+def export_folder(folder: str) -> str:
+    """An export folder read back from ``ops.audit_log``: ``<destination folder>/<export id>``, no ``..``."""
+    parts = folder.split("://", 1)[-1].split("/")
+    if ".." in parts or "." in parts or not EXPORT_FOLDER.fullmatch(parts[-1]):
+        raise UnsafePath(f"{tables.AUDIT_LOG.full_name}: {folder!r} is not an export folder; refused")
+    return folder
+
+
 def destination_folder(root: str, destination: Destination) -> str:
     """Absolute paths and URIs as given; relative ones under the lakehouse root."""
     path = destination.path
@@ -147,23 +167,6 @@ def current_members(history: DataFrame, segments: list[str], as_of: date) -> Dat
     return members_at(history, as_of).where(F.col("segment").isin(segments)).select("cdp_id").distinct()
 
 
-def exclude_suppressed(people: DataFrame, suppression: DataFrame | None) -> DataFrame:
-    """Drop erased customers: by ``cdp_id``, and by the hash of their ``email``/``phone`` (a re-created profile).
-
-    In: ``cdp_id, email, phone``; ``suppression`` as ``silver.erasure_suppression`` (``kind, value_hash,
-    cdp_id``). Out: the same columns, fewer rows.
-    """
-    if suppression is None:
-        return people
-    out = people.join(suppression.select("cdp_id").where(F.col("cdp_id").isNotNull()).distinct(), "cdp_id", "left_anti")
-    for kind in ("email", "phone"):
-        hashes = suppression.where(F.col("kind") == kind).select(F.col("value_hash").alias("_hash")).distinct()
-        out = (
-            out.withColumn("_hash", identifier_hash(kind, F.col(kind))).join(hashes, "_hash", "left_anti").drop("_hash")
-        )
-    return out
-
-
 def audience(
     members: DataFrame, profile: DataFrame, scores: DataFrame, suppression: DataFrame | None, destination: Destination
 ) -> DataFrame:
@@ -179,7 +182,7 @@ def audience(
         .where(F.coalesce(F.col(destination.consent_column), F.lit(False)))
         .join(scores.select("cdp_id", *score_columns), "cdp_id", "left")
     )
-    people = exclude_suppressed(people, suppression)
+    people = without_suppressed(people, suppression)
     identifiers = {}
     for kind, column in zip(destination.identifiers, destination.identifier_columns, strict=True):
         if kind == "cdp_id":
@@ -216,6 +219,30 @@ def delta(current: DataFrame, previous: DataFrame) -> tuple[DataFrame, DataFrame
     return adds, removes
 
 
+def tombstones(state: DataFrame) -> DataFrame:
+    """Erased people's ``ops.export_state`` rows as tombstones, carrying SHA-256 identifiers and nothing else.
+
+    In: state rows (``destination, export_id, as_of, cdp_id, row, exported_at``) of people being erased.
+    Out: the same columns, ``cdp_id`` = ``erased`` and ``row`` = JSON of ``cdp_id_sha256, email_sha256,
+    phone_sha256`` (the SHA-256 a customer-match destination already holds, or can compute from the plain
+    value it was sent). A destination's next export sends them in its ``erasures`` file, then drops them.
+    """
+    exported = F.from_json("row", "email string, phone string, email_sha256 string, phone_sha256 string")
+    hashed = F.struct(
+        identifier_hash("cdp_id", F.col("cdp_id")).alias("cdp_id_sha256"),
+        F.coalesce(exported["email_sha256"], identifier_hash("email", exported["email"])).alias("email_sha256"),
+        F.coalesce(exported["phone_sha256"], identifier_hash("phone", exported["phone"])).alias("phone_sha256"),
+    )
+    return state.where(F.col("cdp_id").isNotNull() & (F.col("cdp_id") != ERASED)).select(
+        "destination",
+        "export_id",
+        "as_of",
+        F.lit(ERASED).alias("cdp_id"),
+        F.to_json(hashed).alias("row"),
+        "exported_at",
+    )
+
+
 def export_id(destination: Destination, as_of: date, segments_hash: str) -> str:
     """``<yyyymmdd>-<12 hex>``: the same destination definition, as-of and segment logic give the same id."""
     key = f"{destination.definition_hash()}|{as_of.isoformat()}|{segments_hash}"
@@ -236,6 +263,7 @@ class ExportResult:
     adds: int
     removes: int
     total: int
+    erasures: int = 0
 
 
 class ExportOutOfOrder(ValueError):
@@ -281,11 +309,6 @@ def read_state(spark: SparkSession, root: str, destination: str) -> DataFrame:
     return tables.read(spark, root, tables.EXPORT_STATE).where(F.col("destination") == destination)
 
 
-def audit_rows(spark: SparkSession, rows: list[tuple]) -> DataFrame:
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return spark.createDataFrame([(*r, now) for r in rows], AUDIT_SCHEMA)
-
-
 def _audit_export(spark: SparkSession, root: str, run_id: str, result: ExportResult, as_of: date) -> None:
     details = json.dumps(
         {
@@ -295,13 +318,14 @@ def _audit_export(spark: SparkSession, root: str, run_id: str, result: ExportRes
             "as_of": as_of.isoformat(),
             "adds": result.adds,
             "removes": result.removes,
+            "erasures": result.erasures,
             "total": result.total,
         },
         sort_keys=True,
     )
     target = f"{result.destination}/{result.export_id}"
     row = (run_id, "export", target, tables.EXPORT_STATE.full_name, result.adds + result.removes, details)
-    tables.append(audit_rows(spark, [row]), root, tables.AUDIT_LOG)
+    tables.append(tables.audit_rows(spark, [row]), root, tables.AUDIT_LOG)
 
 
 def _audited(spark: SparkSession, root: str, target: str) -> bool:
@@ -332,7 +356,14 @@ def run_export(
             manifest = json.loads(files.read_text(f"{folder}/{MANIFEST}"))
             counts = manifest["counts"]
             result = ExportResult(
-                destination.name, eid, folder, "skipped", counts["adds"], counts["removes"], counts["total"]
+                destination.name,
+                eid,
+                folder,
+                "skipped",
+                counts["adds"],
+                counts["removes"],
+                counts["total"],
+                counts.get("erasures", 0),
             )
             if not _audited(spark, root, f"{destination.name}/{eid}"):
                 _audit_export(spark, root, run_id, result, as_of)  # the run that exported died before auditing
@@ -347,8 +378,11 @@ def run_export(
         current = with_row(rows, destination.columns).select("cdp_id", "row", *exported(destination)).persist()
         previous = state.where(F.col("cdp_id").isNotNull()).select("cdp_id", "row")
         adds, removes = delta(current, previous)
+        erasures = removes.where(F.col("cdp_id") == ERASED).select(F.from_json("row", ERASURE_SCHEMA).alias("r"))
+        erasures = erasures.select("r.*").distinct().persist()
+        removes = removes.where(F.col("cdp_id") != ERASED)
         adds, removes = adds.persist(), removes.persist()
-        n_total, n_adds, n_removes = current.count(), adds.count(), removes.count()
+        n_total, n_adds, n_removes, n_erasures = current.count(), adds.count(), removes.count(), erasures.count()
         schema = T.StructType([current.schema[c] for c in destination.columns])
         if destination.mode == "full":
             entries = write_data_files(
@@ -358,6 +392,9 @@ def run_export(
             parsed = removes.select(F.from_json("row", schema).alias("r")).select("r.*")
             entries = write_data_files(adds.select(*destination.columns), folder, "adds", destination.format, n_adds)
             entries += write_data_files(parsed, folder, "removes", destination.format, n_removes)
+        if n_erasures:
+            # Full and delta destinations alike: an erased person must be deleted there, not just left out.
+            entries += write_data_files(erasures, folder, "erasures", destination.format, n_erasures)
         manifest = {
             "destination": destination.name,
             "export_id": eid,
@@ -370,7 +407,7 @@ def run_export(
             "segment_definitions_sha256": segments_hash,
             "destination_definition_sha256": destination.definition_hash(),
             "columns": ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields),
-            "counts": {"adds": n_adds, "removes": n_removes, "total": n_total},
+            "counts": {"adds": n_adds, "removes": n_removes, "erasures": n_erasures, "total": n_total},
             "files": entries,
             "run_id": run_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -390,11 +427,10 @@ def run_export(
         # The commit: one Delta overwrite of this destination's slice, after the files and the manifest.
         # (Delta reads the slice at a pinned version, so deriving the new slice from the old one is safe.)
         tables.replace_where(new_state, root, tables.EXPORT_STATE, f"destination = '{destination.name}'")
-        result = ExportResult(destination.name, eid, folder, "written", n_adds, n_removes, n_total)
+        result = ExportResult(destination.name, eid, folder, "written", n_adds, n_removes, n_total, n_erasures)
         _audit_export(spark, root, run_id, result, as_of)
-        current.unpersist()
-        adds.unpersist()
-        removes.unpersist()
+        for cached in (current, adds, removes, erasures):
+            cached.unpersist()
         return result
     finally:
         state.unpersist()

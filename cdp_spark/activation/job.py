@@ -14,6 +14,7 @@ from cdp_spark.activation.export import audience, current_members, run_export
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.segments.config import load_segments
+from cdp_spark.suppression import read_suppression
 
 log = logging.getLogger("cdp_spark")
 
@@ -43,18 +44,14 @@ def run(ctx: Context, stage: StageRun) -> None:
     check_destinations(
         destinations, segments, sorted(set(profile.columns) | set(scores.columns)), ctx.config.files.destinations
     )
-    suppression = (
-        tables.read(spark, root, tables.ERASURE_SUPPRESSION)
-        if tables.exists(spark, root, tables.ERASURE_SUPPRESSION)
-        else None
-    )
+    suppression = read_suppression(spark, root)
     segments_hash = segments.definitions_hash()
     for destination in destinations.destinations:
         with stage.step(f"export {destination.name}") as counts:
             members = current_members(history, destination.segments, as_of)
             rows = audience(members, profile, scores, suppression, destination)
             result = run_export(rows, root, destination, as_of, segments_hash, stage.run_id)
-            counts.update(adds=result.adds, removes=result.removes, total=result.total)
+            counts.update(adds=result.adds, removes=result.removes, erasures=result.erasures, total=result.total)
             counts["skipped"] = int(result.status == "skipped")
             if result.status == "skipped":
                 log.info("[activate] %s: export %s already done; nothing written", destination.name, result.export_id)

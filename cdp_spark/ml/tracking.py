@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import get_model_info
 
 from cdp_spark.config import MlflowConfig
+from cdp_spark.redact import redact
 
 log = logging.getLogger("cdp_spark")
 
@@ -53,7 +54,7 @@ def connect(config: MlflowConfig) -> Tracking:
         )
     elif experiment.lifecycle_stage == "deleted":
         raise RuntimeError(
-            f"MLflow experiment {config.experiment!r} in {uri} is deleted: restore it or set mlflow.experiment"
+            f"MLflow experiment {config.experiment!r} in {redact(uri)} is deleted: restore it or set mlflow.experiment"
         )
     else:
         experiment_id = experiment.experiment_id
@@ -99,7 +100,7 @@ def champion(tracking: Tracking, name: str) -> ChampionRef:
     version = version_by_alias(tracking.client, name, CHAMPION)
     if version is None:
         raise NoChampionError(
-            f"registered model {name!r} has no '{CHAMPION}' version in the MLflow store {tracking.tracking_uri}: "
+            f"registered model {name!r} has no '{CHAMPION}' version in the MLflow store {redact(tracking.tracking_uri)}: "
             "run `cdp-spark train` first"
         )
     uri = f"models:/{name}/{version.version}"

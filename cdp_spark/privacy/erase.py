@@ -8,9 +8,9 @@ that a rerun completes whatever the point a previous run died at:
    the identifiers those records carry, stored as SHA-256 hashes only. The plan is written before any
    delete, because the deletes remove what it was derived from. A request that matches more than one
    customer, or whose identifier is not valid, is refused (audited, not planned): it needs a person.
-2. **suppress** (``silver.erasure_suppression``): the hashes and ``cdp_id``, read by activation and by
-   standardize (:func:`suppressed`) so the person is never exported again and re-ingested files do not
-   bring them back.
+2. **suppress** (``silver.erasure_suppression``): the hashes and ``cdp_id``, checked by standardize and
+   activation (:mod:`cdp_spark.suppression`) so re-ingested files do not bring the person back and they
+   are never exported again.
 3. **delete** from every Delta table under the lakehouse: bronze rows are matched on their values
    standardized on the fly (so raw ``JANE.DOE@Example.com`` matches); silver, gold and ops tables on
    their ``cdp_id`` / record-id / identifier columns. Deletes are idempotent.
@@ -36,9 +36,18 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.activation.export import MANIFEST, LakeFiles, audit_rows, read_export_file
-from cdp_spark.activation.hashing import identifier_hash
+from cdp_spark.activation.export import (
+    MANIFEST,
+    SPARK_FORMATS,
+    LakeFiles,
+    UnsafePath,
+    export_file,
+    export_folder,
+    read_export_file,
+    tombstones,
+)
 from cdp_spark.config import ConfigError
+from cdp_spark.hashing import identifier_hash
 from cdp_spark.ingest.sources import SourceConfig, SourcesConfig
 from cdp_spark.standardize.emails import normalize_email
 from cdp_spark.standardize.phones import phone_e164
@@ -261,33 +270,6 @@ def plan_requests(requests: DataFrame, records: DataFrame, identity_map: DataFra
 
 
 # --------------------------------------------------------------------------------------------
-# Suppression: what ingest/standardize and activation consult
-# --------------------------------------------------------------------------------------------
-
-
-def suppressed(records: DataFrame, suppression: DataFrame) -> DataFrame:
-    """Drop rows of erased people: those whose record id, email or phone (standardized) is on the list.
-
-    The hook standardize calls before its MERGE. In: any silver-shaped rows (uses whichever of ``record_id``,
-    ``email``, ``phone``, ``identifier_type``+``identifier`` exist); ``silver.erasure_suppression``.
-    Out: the same columns, minus suppressed rows.
-    """
-    checks: list[tuple[str, Column]] = []
-    for column in ("record_id", "email", "phone"):
-        if column in records.columns:
-            checks.append((column, identifier_hash(column, F.col(column))))
-    if {"identifier_type", "identifier"} <= set(records.columns):
-        for kind in ("email", "phone"):
-            value = F.when(F.lower(F.col("identifier_type")) == kind, F.col("identifier"))
-            checks.append((kind, identifier_hash(kind, value)))
-    out = records
-    for kind, hashed in checks:
-        hashes = suppression.where(F.col("kind") == kind).select(F.col("value_hash").alias("_suppressed")).distinct()
-        out = out.withColumn("_suppressed", hashed).join(hashes, "_suppressed", "left_anti").drop("_suppressed")
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Matching rows of a table
 # --------------------------------------------------------------------------------------------
 
@@ -496,10 +478,36 @@ def erase_by_predicate(job: Erasure, table: tables.Table) -> int:
         if n == 0:
             return 0
         job.record(table.full_name, _attribute(matched, spec, job.plan))
-        DeltaTable.forPath(spark, path).delete(predicate)
+        if table.full_name == tables.EXPORT_STATE.full_name:
+            _tombstone_export_state(spark, path, matched.drop("_row"))
+        else:
+            DeltaTable.forPath(spark, path).delete(predicate)
         return n
     finally:
         matched.unpersist()
+
+
+def _tombstone_export_state(spark: SparkSession, path: str, matched: DataFrame) -> None:
+    """Replace the person's export state rows by tombstones in one commit, so destinations hear of the erasure.
+
+    A MERGE keyed on whole rows: the matched rows are deleted, the tombstones inserted; a rerun finds the
+    rows gone and the tombstones there, and changes nothing.
+    """
+    key = ["destination", "export_id", "cdp_id", "row"]
+    changes = (
+        matched.withColumn("_erase", F.lit(True))
+        .unionByName(tombstones(matched).withColumn("_erase", F.lit(False)))
+        .dropDuplicates(key)
+    )
+    condition = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in key)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(changes.alias("s"), condition)
+        .whenMatchedDelete(condition="s._erase")
+        .whenNotMatchedInsert(condition="NOT s._erase", values={c: F.col(f"s.`{c}`") for c in matched.columns})
+        .execute()
+    )
 
 
 def erase_by_fingerprint(job: Erasure, table: tables.Table, candidates: DataFrame) -> int:
@@ -548,6 +556,7 @@ EXPORT_COLUMNS = {
     "phone": ("phone", False),
     "email_sha256": ("email", True),
     "phone_sha256": ("phone", True),
+    "cdp_id_sha256": ("cdp_id", True),
 }
 
 
@@ -563,7 +572,7 @@ def export_folders(spark: SparkSession, root: str) -> list[str]:
         .distinct()
         .collect()
     )
-    return sorted(r["folder"] for r in rows)
+    return sorted(export_folder(r["folder"]) for r in rows)
 
 
 def _replace_file(spark: SparkSession, kept: DataFrame, path: str, file_format: str) -> None:
@@ -604,10 +613,14 @@ def erase_exports(job: Erasure) -> int:
         if not files.exists(manifest_path):
             continue  # an export that never finished holds nothing a consumer could have received
         manifest = json.loads(files.read_text(manifest_path))
+        if manifest.get("format") not in SPARK_FORMATS:
+            raise UnsafePath(f"{manifest_path}: unknown format {manifest.get('format')!r}; refused")
+        # Every path is checked before any file is touched: a crafted manifest must not make erasure delete
+        # or rewrite anything outside its export folder.
+        paths = [export_file(folder, entry.get("name"), manifest_path) for entry in manifest["files"]]
         changed = False
         removed_adds = 0
-        for entry in manifest["files"]:
-            path = f"{folder}/{entry['name']}"
+        for entry, path in zip(manifest["files"], paths, strict=True):
             if _finish_replace(files, path):
                 changed = True
             df = read_export_file(spark, path, manifest["format"], manifest.get("columns"))
@@ -634,6 +647,7 @@ def erase_exports(job: Erasure) -> int:
             counts = manifest["counts"]
             counts["adds"] = sum(e["rows"] for e in manifest["files"] if e["kind"] in ("members", "adds"))
             counts["removes"] = sum(e["rows"] for e in manifest["files"] if e["kind"] == "removes")
+            counts["erasures"] = sum(e["rows"] for e in manifest["files"] if e["kind"] == "erasures")
             counts["total"] = max(0, counts["total"] - removed_adds)
             manifest.setdefault("amended_by_erasure", []).append(job.run_id)
             files.write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -769,7 +783,7 @@ def erase(
     finally:
         # Written even when a step fails: the deletes done so far are audited.
         if audit:
-            tables.append(audit_rows(spark, audit), root, tables.AUDIT_LOG)
+            tables.append(tables.audit_rows(spark, audit), root, tables.AUDIT_LOG)
 
 
 def _suppress(spark: SparkSession, root: str, suppression: DataFrame) -> None:

@@ -2,7 +2,8 @@
 
 - ``warn``: rows are kept; the failures are counted.
 - ``quarantine``: failing rows go to ``silver.quarantine`` with the expectation's name and are not merged.
-- ``fail``: the job stops with a message naming the expectation, the count and a few offending keys.
+- ``fail``: the job stops with a message naming the expectation, the count and a few offending keys
+  (e-mails and phone numbers among them masked).
 
 A row whose expression is NULL fails it (an expectation is a claim that must be *true*).
 """
@@ -18,6 +19,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cdp_spark.config import Strict, load_model_file
+from cdp_spark.redact import redact_value
 
 
 class Expectation(Strict):
@@ -140,7 +142,7 @@ def enforce(
             examples = [r[0] for r in flagged.where(~F.col(_flag(expectation))).select(key_column).limit(5).collect()]
             raise DataQualityError(
                 f"{table}: expectation {expectation.name!r} ({expectation.expr}) failed for {result.failed} row(s); "
-                f"examples of {key_column}: {', '.join(map(str, examples))}"
+                f"examples of {key_column}: {', '.join(map(redact_value, examples))}"
             )
     flags = [_flag(e) for e in expectations]
     quarantining = [e for e, r in zip(expectations, results, strict=True) if e.action == "quarantine" and r.failed]

@@ -8,11 +8,13 @@ make that redo change nothing that was already written.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import reduce
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -43,6 +45,7 @@ from cdp_spark.standardize.silver import (
     to_contract,
     with_key_columns,
 )
+from cdp_spark.suppression import flag_suppressed, read_suppression
 
 log = logging.getLogger("cdp_spark")
 
@@ -66,11 +69,13 @@ class SourceResult:
     """What one source's new rows became in one silver table."""
 
     rows_in: int
+    rows_suppressed: int
     rows_missing_key: int
     rows_duplicate: int
     rows_quarantined: int
     rows_kept: int
     expectations: list[ExpectationResult]
+    suppressed_bronze: frozenset[tuple[str, str]] = frozenset()  # (batch id, SHA-256 of the bronze payload)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,16 @@ def _same_types(frames: list[DataFrame]) -> list[DataFrame]:
     return [f.withColumns({c: F.col(c).cast("string") for c in mixed if c in f.columns}) for f in frames]
 
 
+def _with_fact_record_id(rows: DataFrame, table: str, parts: list[tuple[Pending, SilverTarget]]) -> DataFrame:
+    """A fact's ``record_id``: its source's SQL over the standardized columns (customer records have theirs)."""
+    if "record_id" not in SILVER[table].columns or table == "customer_records":
+        return rows
+    record_id = F.lit(None).cast("string")
+    for pending, target in parts:
+        record_id = F.when(F.col("_source") == pending.source.name, fact_record_id(target)).otherwise(record_id)
+    return rows.withColumn("record_id", record_id)
+
+
 def process_table(
     table: str,
     parts: list[tuple[Pending, SilverTarget]],
@@ -135,6 +150,7 @@ def process_table(
     expectations: ExpectationsConfig,
     root: str,
     run_id: str,
+    suppression: DataFrame | None = None,
 ) -> tuple[dict[str, SourceResult], int]:
     """Map, standardize, key, deduplicate, check and upsert every source's new rows of one silver table at once.
 
@@ -142,11 +158,21 @@ def process_table(
     The key and ordering columns are standardized first and only the latest row per key is standardized in
     full. The latest row per key wins across sources too (a customer record's key carries its source, so
     only facts can meet another source's row). Returns each source's counts and the rows inserted or changed.
+
+    Rows carrying an identifier on the erasure ``suppression`` list are dropped before anything is kept,
+    quarantined or checked, counted (``rows_suppressed``), audited, and deleted from bronze. With a list to check, every column is
+    standardized before the ranking, since the check needs the standardized identifiers of every row.
     """
     spec = SILVER[table]
     first = set().union(*(ranking_columns(target) for _, target in parts))
+    if suppression is not None:
+        first = set(spec.columns)
     frames = _same_types([_mapped(pending, target, rules, first) for pending, target in parts])
     union = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+    if suppression is not None:
+        union = flag_suppressed(_with_fact_record_id(union, table, parts), suppression)
+    else:
+        union = union.withColumn("_suppressed", F.lit(False))
     ranked = rank_per_key(union, table).persist()
     flagged = None
     try:
@@ -155,19 +181,16 @@ def process_table(
             for r in ranked.groupBy("_source")
             .agg(
                 F.count("*").alias("rows_in"),
-                F.count_if("_key_missing").alias("missing"),
-                F.count_if(F.col("_rank") == 1).alias("latest"),
+                F.count_if("_suppressed").alias("suppressed"),
+                F.count_if(F.col("_key_missing") & ~F.col("_suppressed")).alias("missing"),
+                F.count_if((F.col("_rank") == 1) & ~F.col("_suppressed")).alias("latest"),
             )
             .collect()
         }
-        latest = ranked.where(F.col("_rank") == 1).drop("_rank")
+        latest = ranked.where((F.col("_rank") == 1) & ~F.col("_suppressed")).drop("_rank", "_suppressed")
         latest = standardize_rows(latest, table, rules, columns=set(spec.columns) - first)
-        if "record_id" in spec.columns and table != "customer_records":
-            # A fact's record_id is its source's SQL over the standardized columns.
-            record_id = F.lit(None).cast("string")
-            for pending, target in parts:
-                record_id = F.when(F.col("_source") == pending.source.name, fact_record_id(target)).otherwise(record_id)
-            latest = latest.withColumn("record_id", record_id)
+        if suppression is None:
+            latest = _with_fact_record_id(latest, table, parts)
         checks = expectations.for_table(table)
         flagged = evaluate(latest, checks).persist()
         counted = count_results(flagged, table, checks, by="_source")
@@ -177,23 +200,60 @@ def process_table(
         for pending, target in parts:
             name = pending.source.name
             row = by_source.get(name)
-            rows_in, missing, latest_rows = (row["rows_in"], row["missing"], row["latest"]) if row else (0, 0, 0)
+            rows_in, suppressed, missing, latest_rows = (
+                (row["rows_in"], row["suppressed"], row["missing"], row["latest"]) if row else (0, 0, 0, 0)
+            )
             checked, rows_rejected = counted.get(name, ([], 0))
             results[name] = SourceResult(
                 rows_in=rows_in,
+                rows_suppressed=suppressed,
                 rows_missing_key=missing,
-                rows_duplicate=rows_in - missing - latest_rows,
+                rows_duplicate=rows_in - suppressed - missing - latest_rows,
                 rows_quarantined=missing + rows_rejected,
                 rows_kept=latest_rows - rows_rejected,
                 expectations=checked or [ExpectationResult(table, e.name, e.action, 0, 0) for e in checks],
+                suppressed_bronze=_bronze_keys(ranked, name) if suppressed else frozenset(),
             )
             if missing + rows_rejected:
                 _quarantine(ranked, rejected, pending, target, spec.key, run_id, root)
+            if suppressed:
+                _audit_suppressed(ranked.sparkSession, root, run_id, pending, table, suppressed)
         return results, rows_changed
     finally:
         if flagged is not None:
             flagged.unpersist()
         ranked.unpersist()
+
+
+def _bronze_keys(ranked: DataFrame, source: str) -> frozenset[tuple[str, str]]:
+    """The bronze rows behind a source's suppressed rows: (batch, SHA-256 of ``_raw``). An erased person's
+    rows arriving again, a handful: collected."""
+    rows = ranked.where(F.col("_suppressed") & (F.col("_source") == source))
+    return frozenset((r[0], r[1]) for r in rows.select("_batch_id", F.sha2("_raw", 256)).distinct().collect())
+
+
+def _drop_from_bronze(spark: SparkSession, root: str, source: str, keys: set[tuple[str, str]]) -> None:
+    """Delete the bronze rows behind suppressed rows: an erased person's data arriving again is not kept.
+
+    A bronze row is found by its batch and its payload (its non-lineage columns as JSON, as ``map_columns``
+    wrote ``_raw``). Done once per source at the end of the run, after every table read the batch.
+    """
+    bronze = tables.bronze(source)
+    payload = [c for c in tables.read(spark, root, bronze).columns if not c.startswith("_")]
+    raw = F.sha2(F.to_json(F.struct(*[F.col(f"`{c}`") for c in payload])), 256)
+    batches, hashes = sorted({b for b, _ in keys}), sorted({h for _, h in keys})
+    DeltaTable.forPath(spark, bronze.path(root)).delete(F.col("_batch_id").isin(batches) & raw.isin(hashes))
+
+
+def _audit_suppressed(spark: SparkSession, root: str, run_id: str, pending: Pending, table: str, rows: int) -> None:
+    """One ops.audit_log row per (source, table, batch) with the number of erased people's rows dropped."""
+    details = json.dumps({"stage": "standardize", "batch_id": pending.batch_id}, sort_keys=True)
+    row = (run_id, "suppress", pending.source.name, SILVER[table].table.full_name, rows, details)
+    txn = {
+        "txnAppId": f"cdp-suppress-{pending.source.name}-{table}",
+        "txnVersion": str(_batch_number(pending.batch_id)),
+    }
+    tables.append(tables.audit_rows(spark, [row]), root, tables.AUDIT_LOG, options=txn)
 
 
 def _quarantine(
@@ -208,7 +268,7 @@ def _quarantine(
     """Append one source's keyless and rejected rows to silver.quarantine, once per (source, table, batch)."""
     name = pending.source.name
     quarantine = quarantine_rows(
-        ranked.where(F.col("_key_missing") & (F.col("_source") == name)),
+        ranked.where(F.col("_key_missing") & ~F.col("_suppressed") & (F.col("_source") == name)),
         name,
         "standardize",
         "missing_key",
@@ -258,6 +318,7 @@ def _record_source(stage: StageRun, step: str, result: SourceResult) -> None:
         "rows_read": result.rows_in,
         "rows_written": result.rows_kept,
         "rows_quarantined": result.rows_quarantined,
+        "rows_suppressed": result.rows_suppressed,
         "rows_duplicate": result.rows_duplicate,
         **{f"dq_failed:{r.expectation}": r.failed for r in result.expectations},
     }
@@ -276,7 +337,11 @@ def run(ctx: Context, stage: StageRun) -> None:
             check_target(source, target)
     spark, root = ctx.spark, ctx.root
     dq_results: list[tuple[str, ExpectationResult]] = []
+    suppressed_bronze: dict[str, set[tuple[str, str]]] = {}
     pending = [p for p in (_pending(ctx, stage, s) for s in sources.sources if s.silver) if p is not None]
+    suppression = read_suppression(spark, root) if pending else None
+    if suppression is not None:
+        suppression = suppression.persist()
     try:
         for table in SILVER:
             parts = [(p, t) for p in pending for t in p.source.silver if t.table == table]
@@ -284,12 +349,16 @@ def run(ctx: Context, stage: StageRun) -> None:
                 continue
             with stage.step(f"{table} <- {', '.join(p.source.name for p, _ in parts)}") as counts:
                 results, rows_changed = process_table(
-                    table, parts, sources.standardize, expectations, root, stage.run_id
+                    table, parts, sources.standardize, expectations, root, stage.run_id, suppression
                 )
                 counts["rows_changed"] = rows_changed
                 for name, result in results.items():
                     dq_results += [(name, r) for r in result.expectations]
+                    suppressed_bronze.setdefault(name, set()).update(result.suppressed_bronze)
                     _record_source(stage, f"{name} -> {table}", result)
+        for source, keys in sorted(suppressed_bronze.items()):
+            if keys:
+                _drop_from_bronze(spark, root, source, keys)
         if pending:
             now = datetime.now(UTC).replace(tzinfo=None)
             markers = [(p.source.name, p.batch_id, stage.run_id, now) for p in pending]
@@ -297,3 +366,5 @@ def run(ctx: Context, stage: StageRun) -> None:
     finally:
         # Also when a later step fails: what was measured is recorded.
         _record_dq(spark, root, stage.run_id, dq_results)
+        if suppression is not None:
+            suppression.unpersist()
