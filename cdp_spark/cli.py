@@ -46,7 +46,11 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
         parser.add_argument("--truth", help="ground-truth records (default: <sample.path>/_truth/records)")
     elif name == "erase":
-        parser.add_argument("--requests", help="CSV/JSON file of erasure requests (identifier_type, identifier)")
+        parser.add_argument(
+            "--requests",
+            help="CSV/JSON-lines file, or folder of them, of erasure requests (identifier_type, value) "
+            "(default: privacy.requests)",
+        )
     elif name == "maintain":
         parser.add_argument(
             "--retention-hours", type=int, help="VACUUM retention for this run (default: maintenance.retention_hours)"

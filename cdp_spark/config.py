@@ -114,6 +114,16 @@ class MaintenanceConfig(Strict):
     purge_deletion_vectors: bool = Field(True, description="REORG ... APPLY (PURGE) where deletion vectors are on")
 
 
+class PrivacyConfig(Strict):
+    """The ``privacy:`` section of conf/base.yaml."""
+
+    requests: str = Field(
+        "_requests/erasure",
+        description="where `cdp-spark erase` reads requests without --requests: a CSV/JSON-lines file or a folder; "
+        "relative paths are under the lakehouse root",
+    )
+
+
 class CdpConfig(Strict):
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -121,6 +131,7 @@ class CdpConfig(Strict):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     files: StageFiles = Field(default_factory=StageFiles)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     reports_dir: str = "reports"
 
 

@@ -669,9 +669,14 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
 def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, exported_lakehouse, tmp_path, monkeypatch):
     config = exported_lakehouse
     root = config.lakehouse.root
-    requests = tmp_path / "requests.csv"
-    requests.write_text("request_id,identifier_type,value,requested_by\nREQ-1,email,jane.doe@example.com,dpo\n")
-    ctx = Context(config, argparse.Namespace(requests=str(requests)), _spark=spark)
+    # As scheduled: no --requests, the request files dropped into privacy.requests (under the lakehouse root).
+    folder = Path(root) / config.privacy.requests
+    folder.mkdir(parents=True)
+    (folder / "monday.csv").write_text(
+        "request_id,identifier_type,value,requested_by\nREQ-1,email,jane.doe@example.com,dpo\n"
+    )
+    (folder / "_notes.csv").write_text("not a request file: skipped and kept\n")
+    ctx = Context(config, argparse.Namespace(requests=None), _spark=spark)
 
     # The run dies once bronze and silver are done: gold, ops and the exports still hold Jane.
     real_erase_table = erase_module.erase_table
@@ -691,9 +696,16 @@ def test_erasure_interrupted_half_way_is_completed_by_the_rerun(spark, exported_
     plan = tables.read(spark, root, tables.ERASURE_PLAN)
     assert plan.where("completed_at is null").count() > 0, "the request stays pending"
 
-    # The rerun (same file) completes the pending request although Jane's records are already gone.
+    assert (folder / "monday.csv").exists(), "a failed run keeps its request files"
+
+    # The rerun (same file) completes the pending request although Jane's records are already gone, then
+    # deletes the request file: it names her in clear.
     rerun = StageRun("erase")
     privacy_job.erase_run(ctx, rerun)
+    assert sorted(p.name for p in folder.iterdir()) == ["_notes.csv"]
+    nothing = StageRun("erase")
+    privacy_job.erase_run(ctx, nothing)  # an empty folder: nothing to do
+    assert [(m, v) for _, m, v in nothing.metrics if m == "requests"] == [("requests", 0)]
     bookkeeping = (tables.ERASURE_PLAN.full_name, tables.ERASURE_SUPPRESSION.full_name)
     for name, texts in table_texts(spark, root).items():
         if name not in bookkeeping:

@@ -1,10 +1,14 @@
-"""`cdp-spark erase --requests FILE` and `cdp-spark maintain`."""
+"""`cdp-spark erase [--requests FILE_OR_FOLDER]` and `cdp-spark maintain`."""
 
 from __future__ import annotations
 
 import logging
+from functools import reduce
 from pathlib import Path
 
+from pyspark.sql import DataFrame
+
+from cdp_spark.activation.export import LakeFiles
 from cdp_spark.config import ConfigError, MaintenanceConfig
 from cdp_spark.ingest.sources import SourcesConfig, load_sources
 from cdp_spark.ops import StageRun
@@ -23,15 +27,40 @@ def _sources(ctx: Context) -> SourcesConfig | None:
     return load_sources(path)
 
 
+REQUEST_FILES = (".csv", ".jsonl", ".json")
+
+
+def request_files(ctx: Context) -> list[str]:
+    """The request files to read: ``--requests`` (must exist), else every CSV/JSON file in ``privacy.requests``
+    (relative to the lakehouse root; hidden and ``_`` files skipped; a folder not created yet has none)."""
+    files = LakeFiles(ctx.spark)
+    given = getattr(ctx.args, "requests", None)
+    if given:
+        if not files.exists(given):
+            raise ConfigError(f"erase --requests: {given} does not exist")
+        path = given
+    else:
+        configured = ctx.config.privacy.requests
+        path = configured if configured.startswith("/") or "://" in configured else f"{ctx.root}/{configured}"
+        if not files.exists(path):
+            log.warning("[erase] no requests folder at %s (privacy.requests): nothing to erase", path)
+            return []
+    if path.lower().endswith(REQUEST_FILES):
+        return [path]
+    names = [n for n in files.names(path) if n.lower().endswith(REQUEST_FILES) and not n.startswith((".", "_"))]
+    return [f"{path.rstrip('/')}/{name}" for name in names]
+
+
 def erase_run(ctx: Context, stage: StageRun) -> None:
-    path = getattr(ctx.args, "requests", None)
-    if not path:
-        raise ConfigError(
-            "erase needs --requests FILE (CSV or JSON lines: identifier_type, value[, request_id, requested_by])"
-        )
     spark, root = ctx.spark, ctx.root
+    paths = request_files(ctx)
     with stage.step("erase") as counts:
-        summary = erase(spark, root, read_requests(spark, path), _sources(ctx), stage.run_id)
+        if not paths:
+            log.info("[erase] no request files: nothing to erase")
+            counts.update(requests=0)
+            return
+        requests = reduce(DataFrame.unionByName, [read_requests(spark, p) for p in paths])
+        summary = erase(spark, root, requests, _sources(ctx), stage.run_id)
         counts.update(
             requests=summary.requests,
             already_erased=summary.already_done,
@@ -40,6 +69,13 @@ def erase_run(ctx: Context, stage: StageRun) -> None:
             rows_deleted=summary.rows_deleted,
             export_rows_removed=summary.export_rows_removed,
         )
+    if not getattr(ctx.args, "requests", None):
+        # Request files name people by their raw identifiers: once the plan (hashes only) holds every request
+        # and the run completed them, the files go. A run that died kept them; its plan is completed anyway.
+        files = LakeFiles(spark)
+        for path in paths:
+            files.delete(path)
+        log.info("[erase] %d request file(s) processed and deleted", len(paths))
     if summary.refused:
         log.warning(
             "[erase] %d request(s) refused (see ops.audit_log, action 'erase'): they need a person", summary.refused

@@ -12,7 +12,8 @@ Airflow Variables (all optional):
   cdp_spark_packages      Maven coordinates of the JVM packages                      (Delta + GraphFrames)
   cdp_spark_repositories  extra Maven repositories for those packages, comma-separated (none)
   cdp_spark_conn_id       the Spark Connection                                        (spark_default)
-The variables conf/env/<env>.yaml reads (CDP_LAKEHOUSE_ROOT ...) must be set on the Airflow workers.
+The variables conf/env/<env>.yaml reads (CDP_LAKEHOUSE_ROOT ...) must be set on the Airflow workers;
+``erase`` reads the request files dropped into privacy.requests (default: <lakehouse root>/_requests/erasure).
 
 This file does not import cdp_spark (Airflow workers need not have it); tests/test_workflows.py checks
 that the stage lists below follow cdp_spark.pipeline.PIPELINE.
@@ -26,7 +27,9 @@ from typing import Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Variable, chain
 
-DAILY_STAGES = ("ingest", "standardize", "resolve", "profiles", "score", "segment", "activate")
+# Erasure first, so the day's requests are applied (and their people suppressed) before new data flows in;
+# maintenance last, so erased rows leave the tables' history within the retention.
+DAILY_STAGES = ("erase", "ingest", "standardize", "resolve", "profiles", "score", "segment", "activate", "maintain")
 WEEKLY_STAGES = ("train",)
 # The stages whose CLI takes --as-of: they compute "as of" the run's logical date, so a rerun of a past
 # day reproduces that day.
