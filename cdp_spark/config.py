@@ -112,6 +112,18 @@ class MaintenanceConfig(Strict):
     retention_hours: int = Field(168, ge=0, description="VACUUM retention; Delta refuses < 168 unless told otherwise")
     optimize: bool = Field(True, description="compact small files and Z-order by the read keys")
     purge_deletion_vectors: bool = Field(True, description="REORG ... APPLY (PURGE) where deletion vectors are on")
+    log_retention_hours: int = Field(
+        720,
+        ge=0,
+        description="how long a table's transaction log keeps old entries (their commit info and file statistics); "
+        "maintain checkpoints the log and removes older entries (Delta removes whole days only)",
+    )
+    checkpoint_retention_hours: int = Field(
+        24,
+        ge=0,
+        description="Spark checkpoint folders of other runs (whole rows, left by crashed runs) untouched this long "
+        "are deleted by maintain",
+    )
 
 
 class PrivacyConfig(Strict):
@@ -121,6 +133,12 @@ class PrivacyConfig(Strict):
         "_requests/erasure",
         description="where `cdp-spark erase` reads requests without --requests: a CSV/JSON-lines file or a folder; "
         "relative paths are under the lakehouse root",
+    )
+    hash_key: str | None = Field(
+        None,
+        min_length=16,
+        description="secret key (at least 16 characters; reference it as ${env:NAME}) of the keyed hashes in the "
+        "erasure plan and suppression list; unset: a key generated once in <lakehouse root>/_keys/hash_key",
     )
 
 

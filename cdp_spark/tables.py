@@ -6,6 +6,7 @@ Hadoop-compatible URI on a cluster). No other module spells a table path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -50,6 +51,7 @@ HOT_IDENTIFIERS = Table("silver", "hot_identifiers")
 
 CUSTOMER_PROFILE = Table("gold", "customer_profile")
 HOUSEHOLDS = Table("gold", "households")
+ADDRESS_CONSENT = Table("gold", "address_consent")
 CUSTOMER_FEATURES = Table("gold", "customer_features", partition_by=("as_of",))
 CUSTOMER_SCORES = Table("gold", "customer_scores", partition_by=("as_of",))
 SEGMENT_MEMBERSHIP = Table("gold", "segment_membership")
@@ -96,30 +98,84 @@ def read(spark: SparkSession, root: str, table: Table) -> DataFrame:
     return spark.read.format("delta").load(table.path(root))
 
 
+# Columns that hold a person's identifiers or personal attributes, in whatever table they appear (one list:
+# a column means the same everywhere). Delta collects no statistics on them: the min/max values it keeps
+# per file in the transaction log, its checkpoints and checksums would outlive an erasure of the rows.
+# ``record_id`` is one: an email_engagement record id embeds the address.
+PERSONAL_COLUMNS = frozenset(
+    {
+        "record_id", "src_record_id", "dst_record_id", "source_key", "record_key",
+        "email", "emails", "phone", "phones", "identifier", "value", "value_hash",
+        "first_name", "last_name", "address", "address_key", "city", "postcode", "birth_date",
+        "loyalty_id", "loyalty_ids", "account_id", "account_ids", "cookie_id", "device_id", "user_id",
+        "raw", "row", "provenance", "_raw", "_rescued_data",
+    }
+)  # fmt: skip
+# A bronze table holds a source's own columns, unknown here: statistics on its lineage columns only.
+BRONZE_STATS_COLUMNS = ("_ingested_at", "_batch_id", "_source_file")
+
+
+# The column types Delta collects statistics on (it refuses arrays, maps, booleans and binaries).
+_STATS_TYPES = (T.StringType, T.NumericType, T.DateType, T.TimestampType, T.TimestampNTZType)
+
+
+def stats_columns(table: Table, schema: T.StructType, partition_by: Sequence[str] | None = None) -> list[str]:
+    """The columns Delta may collect statistics on: every non-personal, non-partition column of a supported
+    type (bronze: the lineage columns)."""
+    partitions = table.partition_by if partition_by is None else partition_by
+    fields = [f for f in schema.fields if isinstance(f.dataType, _STATS_TYPES) and f.name not in partitions]
+    if table.layer == "bronze":
+        return [f.name for f in fields if f.name in BRONZE_STATS_COLUMNS]
+    return [f.name for f in fields if f.name.lower() not in PERSONAL_COLUMNS]
+
+
+def delta_properties(table: Table, schema: T.StructType, partition_by: Sequence[str] | None = None) -> dict[str, str]:
+    """The properties every table is created with: statistics on :func:`stats_columns` only."""
+    stats = stats_columns(table, schema, partition_by)
+    if not stats:
+        return {"delta.dataSkippingNumIndexedCols": "0"}
+    return {"delta.dataSkippingStatsColumns": ",".join(f"`{c}`" for c in stats)}
+
+
+def _writer(df: DataFrame, table: Table, mode: str):  # noqa: ANN202 - DataFrameWriter
+    """A Delta writer; the properties apply when the write creates the table (Delta ignores them after)."""
+    writer = df.write.format("delta").mode(mode).options(**delta_properties(table, df.schema))
+    if table.partition_by:
+        writer = writer.partitionBy(*table.partition_by)
+    return writer
+
+
 def append(
     df: DataFrame, root: str, table: Table, merge_schema: bool = False, options: dict[str, str] | None = None
 ) -> None:
     """Append rows; ``options`` may carry ``txnAppId``/``txnVersion`` to make the append idempotent."""
-    writer = df.write.format("delta").mode("append").options(**(options or {}))
+    writer = _writer(df, table, "append").options(**(options or {}))
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
-    if table.partition_by:
-        writer = writer.partitionBy(*table.partition_by)
     writer.save(table.path(root))
 
 
 def overwrite(df: DataFrame, root: str, table: Table) -> None:
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    if table.partition_by:
-        writer = writer.partitionBy(*table.partition_by)
-    writer.save(table.path(root))
+    """Replace the table's rows and schema. Delta refuses a schema without a column its statistics list
+    names: the list is first cut to the columns both schemas have (``cdp-spark maintain`` extends it)."""
+    spark = df.sparkSession
+    if exists(spark, root, table):
+        target = DeltaTable.forPath(spark, table.path(root))
+        listed = target.detail().first()["properties"].get("delta.dataSkippingStatsColumns")
+        kept = [c for c in stats_columns(table, df.schema) if c in target.toDF().columns]
+        if listed and {c.strip("` ") for c in listed.split(",")} - set(kept):
+            value = ",".join(f"`{c}`" for c in kept)
+            key = "delta.dataSkippingStatsColumns" if kept else "delta.dataSkippingNumIndexedCols"
+            path = table.path(root).replace("`", "``")
+            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{key}' = '{value or 0}')")
+            if not kept:
+                spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    _writer(df, table, "overwrite").option("overwriteSchema", "true").save(table.path(root))
 
 
 def replace_where(df: DataFrame, root: str, table: Table, condition: str) -> None:
     """Idempotently replace the slice ``condition`` (e.g. one ``as_of``) of a table, creating it if needed."""
-    writer = df.write.format("delta").mode("overwrite")
-    if table.partition_by:
-        writer = writer.partitionBy(*table.partition_by)
+    writer = _writer(df, table, "overwrite")
     spark = df.sparkSession
     if exists(spark, root, table):
         writer = writer.option("replaceWhere", condition)

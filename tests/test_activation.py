@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -17,10 +17,12 @@ from cdp_spark.activation import export
 from cdp_spark.activation.config import Destination, DestinationsConfig, check_destinations, load_destinations
 from cdp_spark.activation.export import audience, export_id, run_export
 from cdp_spark.config import ConfigError
-from cdp_spark.hashing import identifier_hash
+from cdp_spark.hashing import HashKey, identifier_hash
 from cdp_spark.segments.config import SegmentDefinition, SegmentsConfig, load_segments
+from cdp_spark.suppression import Suppression
 
 T1, T2, T3 = date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31)
+NOW = datetime(2026, 1, 30, 12, 0)
 
 # sha256 of the normalized values, computed once with hashlib and pasted here.
 JANE_EMAIL_SHA = "86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300cc6133d"  # jane.doe@example.com
@@ -73,7 +75,13 @@ def ads_destination(**overrides) -> Destination:
     return Destination(**{**values, **overrides})
 
 
-def test_only_consented_and_not_erased_customers_are_exported(spark):
+ADDRESS_CONSENT_SCHEMA = (
+    "cdp_id string, identifier_type string, identifier string, channel string, granted boolean, "
+    "recorded_at timestamp, shared boolean"
+)
+
+
+def test_only_consented_addresses_of_not_erased_customers_are_exported(spark):
     profile = spark.createDataFrame(
         [
             ("p1", "Jane", "jane.doe@example.com", "+14155552671", True, None, None),
@@ -83,36 +91,50 @@ def test_only_consented_and_not_erased_customers_are_exported(spark):
             ("p5", "Again", "erased5@example.com", None, True, None, None),  # re-created profile, email suppressed
             ("p6", "Outside", "outside@example.com", None, True, None, None),  # not in the segment
             ("p7", "NoContact", None, None, True, None, None),  # nothing to match on
+            ("p8", "Half", "half@example.com", "+14155550000", True, None, None),  # email yes, phone withdrawn
         ],
         PROFILE_SCHEMA,
     )
-    members = spark.createDataFrame([(c,) for c in ("p1", "p2", "p3", "p4", "p5", "p7")], "cdp_id string")
-    scores = spark.createDataFrame(
-        [(c, T1, 9) for c in ("p1", "p2", "p3", "p4", "p5", "p6", "p7")], "cdp_id string, as_of date, clv_decile int"
-    )
-    suppression = spark.createDataFrame(
+    addresses = spark.createDataFrame(
         [
-            ("cdp_id", hashlib.sha256(b"p4").hexdigest(), "p4"),
-            ("email", hashlib.sha256(b"erased5@example.com").hexdigest(), "cdp-old"),
+            ("p1", "email", "jane.doe@example.com", "email", True, NOW, False),
+            ("p1", "phone", "+14155552671", "email", True, NOW, False),
+            ("p1", "phone", "+14155552671", "sms", False, NOW, False),  # another channel says nothing here
+            ("p3", "email", "withdrawn@example.com", "email", False, NOW, False),
+            ("p4", "email", "erased4@example.com", "email", True, NOW, False),
+            ("p5", "email", "erased5@example.com", "email", True, NOW, False),
+            ("p6", "email", "outside@example.com", "email", True, NOW, False),
+            ("p8", "email", "half@example.com", "email", True, NOW, False),
+            ("p8", "phone", "+14155550000", "email", False, NOW, False),
+            ("p1", "email", "half@example.com", "email", True, NOW, False),  # p1's grant on an address p8 shows
+        ],
+        ADDRESS_CONSENT_SCHEMA,
+    )
+    members = spark.createDataFrame([(c,) for c in ("p1", "p2", "p3", "p4", "p5", "p7", "p8")], "cdp_id string")
+    scores = spark.createDataFrame(
+        [(c, T1, 9) for c in ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8")],
+        "cdp_id string, as_of date, clv_decile int",
+    )
+    key = HashKey(b"test-hash-key-0123456789")
+    listed = spark.createDataFrame(
+        [
+            ("cdp_id", key.digest(hashlib.sha256(b"p4").hexdigest()), "p4"),
+            ("email", key.digest(hashlib.sha256(b"erased5@example.com").hexdigest()), "cdp-old"),
         ],
         "kind string, value_hash string, cdp_id string",
     )
-    rows = audience(members, profile, scores, suppression, ads_destination())
+    suppression = Suppression(listed, key)
+    rows = audience(members, profile, scores, suppression, ads_destination(), addresses)
     expected = spark.createDataFrame(
-        [("p1", JANE_EMAIL_SHA, JANE_PHONE_SHA, 9)],
+        [("p1", JANE_EMAIL_SHA, JANE_PHONE_SHA, 9), ("p8", hashlib.sha256(b"half@example.com").hexdigest(), None, 9)],
         "cdp_id string, email_sha256 string, phone_sha256 string, clv_decile int",
     )
-    assert_df_equality(rows, expected, ignore_nullable=True)
+    assert_df_equality(rows, expected, ignore_row_order=True, ignore_nullable=True)
 
-    plain = audience(members, profile, scores, None, ads_destination(hash_identifiers=False, channel="sms"))
-    expected_plain = spark.createDataFrame(
-        [
-            ("p2", "never@example.com", None, 9),
-            ("p3", "withdrawn@example.com", None, 9),
-        ],
-        "cdp_id string, email string, phone string, clv_decile int",
-    )
-    assert_df_equality(plain, expected_plain, ignore_row_order=True, ignore_nullable=True)
+    # Keyed by cdp_id alone, a destination has no address to decide on: the person's consent column decides.
+    by_id = audience(members, profile, scores, None, ads_destination(identifiers=["cdp_id"], channel="sms"), addresses)
+    expected_by_id = spark.createDataFrame([("p2", 9), ("p3", 9)], "cdp_id string, clv_decile int")
+    assert_df_equality(by_id, expected_by_id, ignore_row_order=True, ignore_nullable=True)
 
 
 def sha256_file(path: Path) -> str:

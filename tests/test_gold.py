@@ -28,7 +28,7 @@ from cdp_spark.gold.features import (
 )
 from cdp_spark.gold.households import households
 from cdp_spark.gold.job import run
-from cdp_spark.gold.profiles import golden_profiles, resolve_consent
+from cdp_spark.gold.profiles import address_consent, consent_statements, golden_profiles, resolve_consent
 from cdp_spark.gold.survivorship import HouseholdRules, load_profiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
@@ -60,6 +60,16 @@ def identity_map(spark: SparkSession, members: dict[str, list[str]]) -> DataFram
 
 def empty(spark: SparkSession, table: str) -> DataFrame:
     return spark.createDataFrame([], contract_schema(table))
+
+
+ADDRESS_CONSENT_SCHEMA = (
+    "cdp_id string, identifier_type string, identifier string, channel string, granted boolean, "
+    "recorded_at timestamp, shared boolean"
+)
+
+
+def no_addresses(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame([], ADDRESS_CONSENT_SCHEMA)
 
 
 def no_activity(spark: SparkSession) -> DataFrame:
@@ -158,7 +168,7 @@ def survived(spark, rules):
     return golden_profiles(
         records(spark, PERSON_RECORDS),
         identity_map(spark, MEMBERS),
-        empty(spark, "consent"),
+        no_addresses(spark),
         activity,
         rules.attributes,
     ).cache()
@@ -248,7 +258,7 @@ def test_rule_variants_as_extra_attributes(spark, tmp_path):
     profile = golden_profiles(
         people,
         identity_map(spark, {"p-anna": ["crm:1", "crm:2", "orders:A1", "support:T1"]}),
-        empty(spark, "consent"),
+        no_addresses(spark),
         no_activity(spark),
         load_profiles(str(path)).attributes,
     ).first()
@@ -290,67 +300,79 @@ def test_shipped_config_is_valid():
 # --------------------------------------------------------------------------------------------
 
 
-def test_consent_latest_statement_wins_per_channel(spark):
+def statement(identifier_type: str, identifier: str, channel: str, granted: str, recorded_at: str) -> dict:
+    return dict(
+        identifier_type=identifier_type,
+        identifier=identifier,
+        channel=channel,
+        granted=granted,
+        recorded_at=recorded_at,
+    )
+
+
+def test_consent_is_decided_per_address_unsubscribes_withdraw_and_a_shared_phone_never_overrides_own_no(spark):
     person_records = spark.createDataFrame(
-        [("p1", "anna@x.com", "+15550001"), ("p1", "ann@y.com", None), ("p2", "bob@z.com", None)],
+        [
+            ("p1", "anna@x.com", "+15550001"),
+            ("p1", "ann@y.com", "+15559999"),  # +15559999: the household landline, p3's too
+            ("p2", "bob@z.com", None),
+            ("p3", "cy@z.com", "+15559999"),
+        ],
         "cdp_id string, email string, phone string",
     )
     consent = frame(
         spark,
         "consent",
         [
-            {
-                "identifier_type": "email",
-                "identifier": "anna@x.com",
-                "channel": "email",
-                "granted": "true",
-                "recorded_at": "2025-01-01 00:00:00",
-            },
-            # Withdrawn later through the person's other address: the withdrawal wins.
-            {
-                "identifier_type": "email",
-                "identifier": "ann@y.com",
-                "channel": "email",
-                "granted": "false",
-                "recorded_at": "2025-06-01 00:00:00",
-            },
-            {
-                "identifier_type": "phone",
-                "identifier": "+15550001",
-                "channel": "sms",
-                "granted": "false",
-                "recorded_at": "2025-01-01 00:00:00",
-            },
-            {
-                "identifier_type": "phone",
-                "identifier": "+15550001",
-                "channel": "sms",
-                "granted": "true",
-                "recorded_at": "2025-03-01 00:00:00",
-            },
-            # Somebody else's grant does not reach p1; p2 granted ads and never stated email or sms.
-            {
-                "identifier_type": "email",
-                "identifier": "bob@z.com",
-                "channel": "ads",
-                "granted": "true",
-                "recorded_at": "2025-02-01 00:00:00",
-            },
-            # An email address stated as a phone is not the phone.
-            {
-                "identifier_type": "phone",
-                "identifier": "anna@x.com",
-                "channel": "ads",
-                "granted": "true",
-                "recorded_at": "2025-02-01 00:00:00",
-            },
+            statement("email", "anna@x.com", "email", "true", "2025-01-01 00:00:00"),
+            # Withdrawn later through the person's other address: that address only.
+            statement("email", "ann@y.com", "email", "false", "2025-06-01 00:00:00"),
+            statement("phone", "+15550001", "sms", "false", "2025-01-01 00:00:00"),
+            statement("phone", "+15550001", "sms", "true", "2025-03-01 00:00:00"),  # latest wins
+            statement("phone", "+15550001", "ads", "false", "2025-02-01 00:00:00"),  # p1's own "no" to ads ...
+            statement("phone", "+15559999", "ads", "true", "2025-05-01 00:00:00"),  # ... beats p3's later grant
+            statement("email", "bob@z.com", "ads", "true", "2025-02-01 00:00:00"),
+            statement("email", "bob@z.com", "sms", "true", "2025-02-01 00:00:00"),  # same instant: the "no" wins
+            statement("email", "bob@z.com", "sms", "false", "2025-02-01 00:00:00"),
+            statement("email", "cy@z.com", "email", "true", "2025-01-01 00:00:00"),
+            statement("email", "bob@z.com", "email", "true", "2025-03-01 00:00:00"),  # opted in again
+            statement("phone", "anna@x.com", "ads", "true", "2025-02-01 00:00:00"),  # an email stated as a phone
         ],
     )
+    engagement = frame(
+        spark,
+        "email_engagement",
+        [
+            # Unsubscribing from a mail is a withdrawal of the email channel for that address ...
+            {"message_id": "m1", "email": "cy@z.com", "event_type": "unsubscribe", "event_ts": "2025-04-01 00:00:00"},
+            # ... which a later grant (a new opt-in) lifts again; other events say nothing about consent.
+            {"message_id": "m2", "email": "bob@z.com", "event_type": "unsubscribe", "event_ts": "2025-01-01 00:00:00"},
+            {"message_id": "m3", "email": "bob@z.com", "event_type": "click", "event_ts": "2025-07-01 00:00:00"},
+        ],
+    )
+    addresses = address_consent(person_records, consent_statements(consent, engagement))
+    ts = dt.datetime
     expected = spark.createDataFrame(
-        [("p1", False, True, None), ("p2", None, None, True)],
+        [
+            ("p1", "email", "anna@x.com", "email", True, ts(2025, 1, 1), False),
+            ("p1", "email", "ann@y.com", "email", False, ts(2025, 6, 1), False),
+            ("p1", "phone", "+15550001", "sms", True, ts(2025, 3, 1), False),
+            ("p1", "phone", "+15550001", "ads", False, ts(2025, 2, 1), False),
+            ("p1", "phone", "+15559999", "ads", False, ts(2025, 5, 1), True),
+            ("p3", "phone", "+15559999", "ads", True, ts(2025, 5, 1), True),
+            ("p2", "email", "bob@z.com", "ads", True, ts(2025, 2, 1), False),
+            ("p2", "email", "bob@z.com", "sms", False, ts(2025, 2, 1), False),
+            ("p2", "email", "bob@z.com", "email", True, ts(2025, 3, 1), False),
+            ("p3", "email", "cy@z.com", "email", False, ts(2025, 4, 1), False),
+        ],
+        ADDRESS_CONSENT_SCHEMA,
+    )
+    assert_df_equality(addresses, expected, ignore_row_order=True, ignore_nullable=True)
+    summary = spark.createDataFrame(
+        [("p1", True, True, False), ("p2", True, False, True), ("p3", False, None, True)],
         "cdp_id string, consent_email boolean, consent_sms boolean, consent_ads boolean",
     )
-    assert_df_equality(resolve_consent(person_records, consent), expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(resolve_consent(addresses), summary, ignore_row_order=True, ignore_nullable=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
+import os
 import shutil
+import time
 from datetime import date, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
@@ -18,6 +22,7 @@ from cdp_spark import tables
 from cdp_spark.activation import job as activation_job
 from cdp_spark.activation.export import UnsafePath
 from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
+from cdp_spark.hashing import HashKey
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy import erase as erase_module
@@ -30,7 +35,7 @@ from cdp_spark.privacy.erase import (
 )
 from cdp_spark.standardize import job as standardize_job
 from cdp_spark.standardize.rules import StandardizeRules
-from cdp_spark.suppression import flag_suppressed, without_suppressed
+from cdp_spark.suppression import Suppression, flag_suppressed, without_suppressed
 
 T = date(2026, 2, 28)
 NOW = datetime(2026, 2, 27, 12, 0)
@@ -44,8 +49,17 @@ HOME_PHONE_SHA = "3ad9f10d73829a714b1383221691d4dbf08484f3ceeae884f53053a1c7bb0a
 JANE_TRACES = ("jane", "4155552671", "7731", JANE_CDP, JANE_EMAIL_SHA, JANE_PHONE_SHA)
 
 
+SECRET = b"test-hash-key-0123456789"
+KEY = HashKey(SECRET)
+
+
 def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def keyed(value: str, secret: bytes = SECRET) -> str:
+    """The keyed hash the plan and suppression list keep: HMAC-SHA-256 of the plain SHA-256 hex."""
+    return hmac.new(secret, sha(value).encode(), hashlib.sha256).hexdigest()
 
 
 RECORDS_SCHEMA = (
@@ -85,7 +99,9 @@ def identity_map(spark):
     return spark.createDataFrame(rows, "record_id string, cdp_id string, component_size long")
 
 
-def test_plan_resolves_the_person_keeps_shared_identifiers_out_and_refuses_unclear_requests(spark, tmp_path):
+def test_plan_resolves_the_person_and_earlier_ids_keeps_shared_identifiers_out_and_refuses_unclear_requests(
+    spark, tmp_path
+):
     path = tmp_path / "requests.csv"
     path.write_text(
         "request_id,identifier_type,value,requested_by\n"
@@ -94,8 +110,17 @@ def test_plan_resolves_the_person_keeps_shared_identifiers_out_and_refuses_uncle
         "REQ-3,email,not-an-email,dpo@shop.example\n"
         "REQ-4,record_id,cookie:COOKIE-JANE-9,\n"  # an anonymous record of Jane's
     )
-    requests = normalize_requests(read_requests(spark, str(path)), StandardizeRules())
-    plan, refused = plan_requests(requests, records(spark), identity_map(spark))
+    requests = normalize_requests(read_requests(spark, str(path), KEY), StandardizeRules())
+    lineage = spark.createDataFrame(
+        [
+            (JANE_CDP, "merged", ["cdp-old-1"]),  # her records were cdp-old-1 and, before that, cdp-older-0
+            ("cdp-old-1", "merged", ["cdp-older-0"]),
+            (JANE_CDP, "split", ["cdp-mixed"]),  # a split parent held two people: left to the identifiers
+            (BOB_CDP, "merged", ["cdp-bob-0"]),
+        ],
+        "cdp_id string, event string, previous_cdp_ids array<string>",
+    )
+    plan, refused = plan_requests(requests, records(spark), identity_map(spark), KEY, lineage)
     jane = [
         ("email", "jane.doe@example.com"),
         ("phone", "+14155552671"),
@@ -110,14 +135,16 @@ def test_plan_resolves_the_person_keeps_shared_identifiers_out_and_refuses_uncle
         ("record_key", "jane.doe@example.com"),
         ("record_key", "COOKIE-JANE-9"),
         ("cdp_id", JANE_CDP),
+        ("cdp_id", "cdp-old-1"),
+        ("cdp_id", "cdp-older-0"),
     ]
     expected = spark.createDataFrame(
-        [("REQ-1", "dpo@shop.example", kind, sha(value), JANE_CDP) for kind, value in jane]
-        + [("REQ-4", None, kind, sha(value), JANE_CDP) for kind, value in jane],
+        [("REQ-1", "dpo@shop.example", kind, keyed(value), JANE_CDP) for kind, value in jane]
+        + [("REQ-4", None, kind, keyed(value), JANE_CDP) for kind, value in jane],
         "request_id string, requested_by string, kind string, value_hash string, cdp_id string",
     )
     assert_df_equality(plan, expected, ignore_row_order=True, ignore_nullable=True)
-    assert HOME_PHONE_SHA not in {r["value_hash"] for r in plan.collect()}
+    assert keyed("+16502530000") not in {r["value_hash"] for r in plan.collect()}
     expected_refused = spark.createDataFrame(
         [
             ("REQ-2", "dpo@shop.example", "identifier matches 2 customers"),
@@ -132,23 +159,24 @@ def test_requests_file_errors_name_the_file(spark, tmp_path):
     bad_type = tmp_path / "bad.jsonl"
     bad_type.write_text('{"request_id": "R1", "identifier_type": "passport", "value": "X123"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl: identifier_type must be one of .*R1: 'passport'"):
-        read_requests(spark, str(bad_type))
+        read_requests(spark, str(bad_type), KEY)
     no_value = tmp_path / "missing.csv"
     no_value.write_text("identifier_type,email\nemail,a@b.com\n")
     with pytest.raises(ConfigError, match=r"missing.csv: missing column\(s\) \['value'\]"):
-        read_requests(spark, str(no_value))
+        read_requests(spark, str(no_value), KEY)
 
 
 def test_suppression_drops_rows_of_erased_people_by_record_id_email_phone_ids_or_consent_identifier(spark):
-    suppression = spark.createDataFrame(
+    listed = spark.createDataFrame(
         [
-            ("email", JANE_EMAIL_SHA),
-            ("phone", JANE_PHONE_SHA),
-            ("record_id", sha("crm:CUST-JANE-7731")),
-            ("loyalty_id", sha("L-JANE")),
+            ("email", keyed("jane.doe@example.com")),
+            ("phone", keyed("+14155552671")),
+            ("record_id", keyed("crm:CUST-JANE-7731")),
+            ("loyalty_id", keyed("L-JANE")),
         ],
         "kind string, value_hash string",
     )
+    suppression = Suppression(listed, KEY)
     rows = spark.createDataFrame(
         [
             ("crm:CUST-JANE-7731", None, None, None),  # re-ingested old CRM file
@@ -185,6 +213,35 @@ def test_suppression_drops_rows_of_erased_people_by_record_id_email_phone_ids_or
         [("email", "bob@example.com", "ads")], "identifier_type string, identifier string, channel string"
     )
     assert_df_equality(without_suppressed(consent, suppression), expected_consent)
+
+
+def test_quarantine_rows_match_in_any_raw_form_and_a_short_token_never_matches_as_an_id(spark):
+    rows = [
+        ("jane-cut", None, '{"event_id": "E-77", "email": "Jane.Doe@Example.com", "page_ti'),  # upload cut short
+        ("jane-csv", None, "ORD-9;(415) 555-2671;2026-01-05"),
+        ("jane-key", "crm:CUST-JANE-7731", '{"customer_id": "CUST-JANE-7731", "birth_date": "31/02"}'),
+        ("bob-json", "orders:ORD-5", '{"order_id": "ORD-5", "email": "bob@example.com", "qty": "42"}'),
+        ("bob-line", None, "ORD-6,bob@example.com,42"),
+    ]
+    quarantine = spark.createDataFrame(rows, "label string, record_key string, raw string")
+    # Jane's own account id is "42": in Bob's rows it is a quantity, and must not take them with her.
+    plan = spark.createDataFrame(
+        [
+            ("REQ-1", kind, keyed(value))
+            for kind, value in [
+                ("email", "jane.doe@example.com"),
+                ("phone", "+14155552671"),
+                ("account_id", "42"),
+                ("record_id", "crm:CUST-JANE-7731"),
+            ]
+        ],
+        "request_id string, kind string, value_hash string",
+    )
+    job = erase_module.Erasure(spark, "unused", "run-x", plan, KEY, {"REQ-1": None}, [])
+    pairs = job.match(erase_module.quarantine_candidates(quarantine, StandardizeRules()))
+    labelled = quarantine.withColumn("_fp", erase_module.row_fingerprint(quarantine.columns))
+    matched = {r["label"] for r in labelled.join(pairs, "_fp").select("label").collect()}
+    assert matched == {"jane-cut", "jane-csv", "jane-key"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,6 +386,8 @@ def build_lakehouse(spark, root: str) -> None:
                  "file:/data/crm.csv", "run-0", NOW),
                 ("orders", "ingest", "malformed", "could not parse", None, "ORD-9,ACC-JANE-42,not-a-date",
                  "file:/data/orders.parquet", "run-0", NOW),
+                ("events", "ingest", "malformed", "truncated JSON", None,
+                 '{"event_id": "E-77", "email": "Jane.Doe@Example.com", "page_ti', "file:/data/events.json", "run-0", NOW),
                 ("crm", "standardize", "expectation", "failed: birth_date", "crm:CUST-BOB-1001",
                  json.dumps({"customer_id": "CUST-BOB-1001", "email": "bob@example.com", "birth_date": "00/00"}),
                  "file:/data/crm.csv", "run-0", NOW),
@@ -377,6 +436,24 @@ def build_lakehouse(spark, root: str) -> None:
         root,
         tables.CUSTOMER_PROFILE,
     )  # fmt: skip
+    write(
+        spark.createDataFrame(
+            [
+                (cdp_id, kind, value, channel, True, NOW, value == "+16502530000")
+                for cdp_id, kind, value in [
+                    (JANE_CDP, "email", "jane.doe@example.com"),
+                    (JANE_CDP, "phone", "+14155552671"),
+                    (BOB_CDP, "email", "bob@example.com"),
+                    (BOB_CDP, "phone", "+16502530000"),
+                ]
+                for channel in ("email", "ads")
+            ],
+            "cdp_id string, identifier_type string, identifier string, channel string, granted boolean, "
+            "recorded_at timestamp, shared boolean",
+        ),
+        root,
+        tables.ADDRESS_CONSENT,
+    )
     write(
         spark.createDataFrame(
             [("hh-1", JANE_CDP, "1 main st|02134", 2), ("hh-1", BOB_CDP, "1 main st|02134", 2)],
@@ -432,6 +509,10 @@ destinations:
 """
 
 
+def jane_identifiers() -> list[tuple[str, str]]:
+    return [("email", "jane.doe@example.com"), ("phone", "+14155552671"), ("cdp_id", JANE_CDP)]
+
+
 def table_texts(spark, root: str, version: int | None = None) -> dict[str, list[str]]:
     """Every row of every Delta table as lowercase JSON (tiny tables: collecting is fine here)."""
     out = {}
@@ -450,6 +531,25 @@ def traces(texts: list[str]) -> list[str]:
 
 def bobs_rows(texts: list[str]) -> list[str]:
     return sorted(t for t in texts if ("bob" in t or BOB_CDP in t) and not traces([t]))
+
+
+# Her email and phone as any file might spell them (raw, standardized, lowercased).
+JANE_VALUES = ("jane.doe@example.com", "4155552671", "555-2671")
+
+
+def files_holding(root: str, values: tuple[str, ...]) -> list[str]:
+    """Every file under ``root`` whose bytes, or (Parquet) decoded values, contain one of ``values``."""
+    hits = []
+    for path in sorted(Path(root).rglob("*")):
+        if not path.is_file():
+            continue
+        texts = [path.read_bytes().lower()]
+        if path.suffix == ".parquet":
+            decoded = pq.read_table(path).to_pylist()
+            texts.append(json.dumps(decoded, default=str).lower().encode())
+        if any(value.encode() in text for text in texts for value in values):
+            hits.append(str(path.relative_to(root)))
+    return hits
 
 
 def export_files(root: str) -> dict[str, str]:
@@ -522,8 +622,9 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
     bookkeeping = (tables.ERASURE_PLAN.full_name, tables.ERASURE_SUPPRESSION.full_name)
     for name, texts in after.items():
         if name in bookkeeping:
-            # Hashes and the cdp_id, by design; never a raw value.
+            # Keyed hashes and the cdp_id, by design; never a raw value or a plain (brute-forceable) hash.
             assert not [t for t in texts if "jane" in t.replace(JANE_CDP, "") or "4155552671" in t], name
+            assert not [t for t in texts if JANE_EMAIL_SHA in t or JANE_PHONE_SHA in t or sha(JANE_CDP) in t], name
         elif name == tables.EXPORT_STATE.full_name:
             # Her exported rows are tombstones until each destination's next export: SHA-256 identifiers only.
             tombstones = [t for t in texts if '"cdp_id":"erased"' in t]
@@ -535,8 +636,9 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
     suppression = tables.read(spark, root, tables.ERASURE_SUPPRESSION).where(
         F.col("kind").isin("email", "phone", "cdp_id")
     )
+    generated = (Path(root) / "_keys" / "hash_key").read_text().strip().encode()  # no privacy.hash_key configured
     expected_suppression = spark.createDataFrame(
-        [("email", JANE_EMAIL_SHA, JANE_CDP), ("phone", JANE_PHONE_SHA, JANE_CDP), ("cdp_id", sha(JANE_CDP), JANE_CDP)],
+        [(kind, keyed(value, generated), JANE_CDP) for kind, value in jane_identifiers()],
         "kind string, value_hash string, cdp_id string",
     )
     assert_df_equality(
@@ -554,7 +656,7 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
     assert audited[("REQ-1", "bronze.crm")] == 2
     assert audited[("REQ-1", "silver.customer_records")] == 3
     assert audited[("REQ-1", "silver.identity_map")] == 4
-    assert audited[("REQ-1", "silver.quarantine")] == 2
+    assert audited[("REQ-1", "silver.quarantine")] == 3
     assert audited[("REQ-1", "gold.customer_profile")] == 1
     assert ("REQ-1", None) in audited  # the completion row
 
@@ -572,9 +674,26 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
     assert BOB_CDP in newsletter and "bob@example.com" in newsletter
     assert BOB_EMAIL_SHA in "".join(t for n, t in export_files(root).items() if "ads_match" in n)
 
+    # Copies outside the tables: a crashed run's Spark checkpoint (whole rows) and the transaction logs, whose
+    # entries from before the erasure describe files that held her. Both are made 40 days old, older than
+    # the retentions; another run's fresh checkpoint must survive.
+    crashed = Path(root) / "_checkpoints" / "spark" / "crashed-run" / "rdd-7"
+    crashed.mkdir(parents=True)
+    (crashed / "part-00000").write_bytes(b"\x00jane.doe@example.com\x00+14155552671")
+    running = Path(root) / "_checkpoints" / "spark" / "running-run"
+    running.mkdir()
+    (running / "part-00000").write_bytes(b"\x00bob@example.com")
+    aged = time.time() - 40 * 86400
+    for path in [*Path(root).glob("*/*/_delta_log/*"), crashed / "part-00000", crashed, crashed.parent]:
+        os.utime(path, (aged, aged))
+    assert files_holding(root, JANE_VALUES)
+
     # Retention 0: time travel to before the erasure must fail or show nothing of Jane.
     maintain = StageRun("maintain")
     privacy_job.maintain_run(Context(config, argparse.Namespace(retention_hours=0), _spark=spark), maintain)
+    # No file under the root holds her any more: data files, logs, checkpoints, checksums, leftovers.
+    assert files_holding(root, JANE_VALUES) == []
+    assert not crashed.parent.exists() and running.exists()
     checked = failed = 0
     for table in delta_tables(spark, root):
         latest = DeltaTable.forPath(spark, table.path(root)).history(1).first()["version"]
@@ -731,12 +850,35 @@ def test_a_crafted_manifest_cannot_make_erasure_touch_a_table(spark, exported_la
     records_before = tables.read(spark, root, tables.CUSTOMER_RECORDS).count()
     exports_before = export_files(root)
     plan = spark.createDataFrame(
-        [("REQ-1", None, "email", JANE_EMAIL_SHA, JANE_CDP)],
+        [("REQ-1", None, "email", keyed("jane.doe@example.com"), JANE_CDP)],
         "request_id string, requested_by string, kind string, value_hash string, cdp_id string",
     )
-    job = erase_module.Erasure(spark, root, "run-x", plan, {"email": [JANE_EMAIL_SHA]}, {"REQ-1": None}, [])
+    job = erase_module.Erasure(spark, root, "run-x", plan, KEY, {"REQ-1": None}, [])
 
     with pytest.raises(UnsafePath, match=r"silver/customer_records'.*refused"):
         erase_module.erase_exports(job)
     assert tables.read(spark, root, tables.CUSTOMER_RECORDS).count() == records_before > 0
     assert export_files(root) == exports_before  # refused before any file was touched
+
+
+def test_delta_collects_statistics_only_on_non_personal_columns_so_no_value_lives_on_in_the_log(spark, tmp_path):
+    root = str(tmp_path / "lakehouse")
+    rows = spark.createDataFrame(
+        [("cdp-1", "jane.doe@example.com", "crm:CUST-1", 10.5, ["a"], True)],
+        "cdp_id string, email string, record_id string, amount double, tags array<string>, vip boolean",
+    )
+    tables.overwrite(rows, root, tables.CUSTOMER_PROFILE)
+    log = [line for p in Path(tables.CUSTOMER_PROFILE.path(root), "_delta_log").glob("*.json") for line in p.open()]
+    stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log if '"add"' in line]
+    assert stats and all(set(s["minValues"]) == {"cdp_id", "amount"} for s in stats)
+    assert not [line for line in log if "jane" in line or "CUST-1" in line]
+    properties = DeltaTable.forPath(spark, tables.CUSTOMER_PROFILE.path(root)).detail().first()["properties"]
+    assert properties["delta.dataSkippingStatsColumns"] == "`cdp_id`,`amount`"
+    # A new schema without a column the list names is accepted (Delta refuses it otherwise).
+    tables.overwrite(rows.drop("amount"), root, tables.CUSTOMER_PROFILE)
+    assert tables.read(spark, root, tables.CUSTOMER_PROFILE).columns == ["cdp_id", "email", "record_id", "tags", "vip"]
+    # Bronze holds a source's own columns: statistics on lineage only.
+    bronze = spark.createDataFrame([("jane.doe@example.com", "b-1")], "email string, _batch_id string")
+    tables.append(bronze, root, tables.bronze("crm"))
+    properties = DeltaTable.forPath(spark, tables.bronze("crm").path(root)).detail().first()["properties"]
+    assert properties["delta.dataSkippingStatsColumns"] == "`_batch_id`"

@@ -34,8 +34,9 @@ from pyspark.sql import types as T
 from cdp_spark import tables
 from cdp_spark.activation.config import Destination
 from cdp_spark.hashing import identifier_hash, normalized_identifier
+from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.segments.membership import members_at
-from cdp_spark.suppression import without_suppressed
+from cdp_spark.suppression import Suppression, without_suppressed
 
 STATE_SCHEMA = T.StructType(
     [
@@ -60,70 +61,6 @@ SPARK_FORMATS = {"csv": "csv", "parquet": "parquet", "jsonl": "json"}
 # --------------------------------------------------------------------------------------------
 # Files on any Hadoop-compatible file system
 # --------------------------------------------------------------------------------------------
-
-
-class LakeFiles:
-    """File operations on local or remote (s3a://, abfss://, hdfs://) paths through Spark's Hadoop file system."""
-
-    def __init__(self, spark: SparkSession) -> None:
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
-
-    def _fs(self, path: str):  # noqa: ANN202 - py4j objects
-        p = self._jvm.org.apache.hadoop.fs.Path(path)
-        fs = p.getFileSystem(self._conf)
-        if fs.getScheme() == "file":
-            # The raw local file system: no hidden .crc file next to every export file.
-            fs = fs.getRawFileSystem()
-        return fs, p
-
-    def exists(self, path: str) -> bool:
-        fs, p = self._fs(path)
-        return bool(fs.exists(p))
-
-    def delete(self, path: str) -> None:
-        fs, p = self._fs(path)
-        if fs.exists(p):
-            fs.delete(p, True)
-
-    def names(self, path: str) -> list[str]:
-        fs, p = self._fs(path)
-        if not fs.exists(p):
-            return []
-        return sorted(str(s.getPath().getName()) for s in fs.listStatus(p))
-
-    def rename(self, source: str, target: str) -> None:
-        fs, p = self._fs(source)
-        if not fs.rename(p, self._jvm.org.apache.hadoop.fs.Path(target)):
-            raise OSError(f"could not rename {source} to {target}")
-
-    def sha256(self, path: str) -> str:
-        fs, p = self._fs(path)
-        stream = fs.open(p)
-        try:
-            return str(self._jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream))
-        finally:
-            stream.close()
-
-    def read_text(self, path: str) -> str:
-        fs, p = self._fs(path)
-        stream = fs.open(p)
-        try:
-            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-        finally:
-            stream.close()
-
-    def write_text(self, path: str, text: str) -> None:
-        """Write via a temporary file and a rename, so a reader never sees half a manifest."""
-        tmp = path + ".tmp"
-        fs, p = self._fs(tmp)
-        out = fs.create(p, True)
-        try:
-            out.write(bytearray(text.encode("utf-8")))
-        finally:
-            out.close()
-        self.delete(path)
-        self.rename(tmp, path)
 
 
 EXPORT_FOLDER = re.compile(r"\d{8}-[0-9a-f]{12}")  # see export_id
@@ -167,22 +104,46 @@ def current_members(history: DataFrame, segments: list[str], as_of: date) -> Dat
     return members_at(history, as_of).where(F.col("segment").isin(segments)).select("cdp_id").distinct()
 
 
+ADDRESS_KINDS = ("email", "phone")
+
+
 def audience(
-    members: DataFrame, profile: DataFrame, scores: DataFrame, suppression: DataFrame | None, destination: Destination
+    members: DataFrame,
+    profile: DataFrame,
+    scores: DataFrame,
+    suppression: Suppression | None,
+    destination: Destination,
+    addresses: DataFrame,
 ) -> DataFrame:
-    """The rows a destination receives: consented, not erased, with its identifier and attribute columns.
+    """The rows a destination receives: consented per address, not erased, with its identifier and attributes.
 
     In: ``members`` (``cdp_id``), ``gold.customer_profile``, ``gold.customer_scores`` at the export's as-of
-    (``cdp_id`` + score columns), the suppression list. Out: ``cdp_id`` + ``destination.columns`` (once). Consent
-    must be true now (null = never stated = no); rows with no identifier value at all are dropped.
+    (``cdp_id`` + score columns), the suppression list, ``gold.address_consent``. Out: ``cdp_id`` +
+    ``destination.columns`` (once). Consent is decided per exported address: an email or phone is sent only
+    if the latest statement about that address grants the destination's channel (no statement = no; a
+    shared household phone's grant does not override the person's own withdrawal: see
+    ``gold.profiles.address_consent``); an address that may not be used is left empty, and a row with no
+    usable address is not sent. A destination keyed by ``cdp_id`` alone uses the person's consent column.
     """
     score_columns = [c for c in scores.columns if c not in profile.columns and c != "as_of"]
-    people = (
-        members.join(profile, "cdp_id")
-        .where(F.coalesce(F.col(destination.consent_column), F.lit(False)))
-        .join(scores.select("cdp_id", *score_columns), "cdp_id", "left")
-    )
+    people = members.join(profile, "cdp_id").join(scores.select("cdp_id", *score_columns), "cdp_id", "left")
     people = without_suppressed(people, suppression)
+    kinds = [k for k in destination.identifiers if k in ADDRESS_KINDS]
+    if not kinds:
+        people = people.where(F.coalesce(F.col(destination.consent_column), F.lit(False)))
+    for kind in kinds:
+        usable = (
+            addresses.where(
+                (F.col("channel") == destination.channel) & (F.col("identifier_type") == kind) & F.col("granted")
+            )
+            .select("cdp_id", F.col("identifier").alias(kind), F.lit(True).alias("_usable"))
+            .distinct()
+        )
+        people = (
+            people.join(usable, ["cdp_id", kind], "left")
+            .withColumn(kind, F.when(F.col("_usable"), F.col(kind)))
+            .drop("_usable")
+        )
     identifiers = {}
     for kind, column in zip(destination.identifiers, destination.identifier_columns, strict=True):
         if kind == "cdp_id":
@@ -191,10 +152,11 @@ def audience(
             identifiers[column] = identifier_hash(kind, F.col(kind))
         else:
             identifiers[column] = normalized_identifier(kind, F.col(kind))
-    any_identifier = F.lit(False)
-    for value in identifiers.values():
-        any_identifier = any_identifier | value.isNotNull()
-    return people.where(any_identifier).select(
+    reachable = F.lit(False)
+    for kind, column in zip(destination.identifiers, destination.identifier_columns, strict=True):
+        if kind in kinds or not kinds:
+            reachable = reachable | identifiers[column].isNotNull()
+    return people.where(reachable).select(
         "cdp_id",
         *[value.alias(name) for name, value in identifiers.items() if name != "cdp_id"],
         *[F.col(a) for a in destination.attributes],

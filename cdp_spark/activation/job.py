@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from cdp_spark import tables
 from cdp_spark.activation.config import check_destinations, load_destinations
 from cdp_spark.activation.export import audience, current_members, run_export
+from cdp_spark.config import ConfigError
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.segments.config import load_segments
@@ -40,16 +41,22 @@ def run(ctx: Context, stage: StageRun) -> None:
     history = tables.read(spark, root, tables.SEGMENT_MEMBERSHIP)
     as_of = resolve_as_of(history, getattr(ctx.args, "as_of", None))
     profile = tables.read(spark, root, tables.CUSTOMER_PROFILE)
+    if not tables.exists(spark, root, tables.ADDRESS_CONSENT):
+        raise ConfigError(
+            f"{tables.ADDRESS_CONSENT.full_name} is missing: exports decide consent per address from it; "
+            "run `cdp-spark gold` first"
+        )
+    addresses = tables.read(spark, root, tables.ADDRESS_CONSENT)
     scores = read_scores(spark, root, as_of)
     check_destinations(
         destinations, segments, sorted(set(profile.columns) | set(scores.columns)), ctx.config.files.destinations
     )
-    suppression = read_suppression(spark, root)
+    suppression = read_suppression(spark, root, ctx.config.privacy.hash_key)
     segments_hash = segments.definitions_hash()
     for destination in destinations.destinations:
         with stage.step(f"export {destination.name}") as counts:
             members = current_members(history, destination.segments, as_of)
-            rows = audience(members, profile, scores, suppression, destination)
+            rows = audience(members, profile, scores, suppression, destination, addresses)
             result = run_export(rows, root, destination, as_of, segments_hash, stage.run_id)
             counts.update(adds=result.adds, removes=result.removes, erasures=result.erasures, total=result.total)
             counts["skipped"] = int(result.status == "skipped")

@@ -12,7 +12,7 @@ from cdp_spark import tables
 from cdp_spark.config import ConfigError
 from cdp_spark.gold.features import Facts, contract_schema, customer_features, default_as_of, record_activity
 from cdp_spark.gold.households import households
-from cdp_spark.gold.profiles import golden_profiles
+from cdp_spark.gold.profiles import address_consent, consent_statements, golden_profiles
 from cdp_spark.gold.survivorship import load_profiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
@@ -69,12 +69,20 @@ def run(ctx: Context, stage: StageRun) -> None:
         facts = Facts.read(spark, root)
         records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
         consent = _read_optional(spark, root, tables.CONSENT, contract_schema("consent"))
+        engagement = _read_optional(spark, root, tables.EMAIL_ENGAGEMENT, contract_schema("email_engagement"))
         hot = _read_optional(spark, root, tables.HOT_IDENTIFIERS, HOT_IDENTIFIERS_SCHEMA)
         counts["records"] = records.count()
         counts["identity_records"] = facts.identity_map.count()
+    with stage.step("address consent") as counts:
+        people = facts.identity_map.select("record_id", "cdp_id").join(
+            records.select("record_id", "email", "phone"), "record_id"
+        )
+        addresses = address_consent(people, consent_statements(consent, engagement)).checkpoint()
+        counts["rows"] = addresses.count()
+        counts["written"] = overwrite_if_changed(addresses, root, tables.ADDRESS_CONSENT)
     with stage.step("profiles") as counts:
         activity = record_activity(facts)
-        profile = golden_profiles(records, facts.identity_map, consent, activity, config.attributes).checkpoint()
+        profile = golden_profiles(records, facts.identity_map, addresses, activity, config.attributes).checkpoint()
         counts["profiles"] = profile.count()
         counts["cdp_ids"] = facts.identity_map.select("cdp_id").distinct().count()
         if counts["profiles"] != counts["cdp_ids"]:

@@ -5,15 +5,19 @@ that a rerun completes whatever the point a previous run died at:
 
 1. **plan** (``ops.erasure_plan``): each new request is resolved to its customer (silver records ->
    ``identity_map`` -> every record of that ``cdp_id``, anonymous ``cookie:`` records included) and to
-   the identifiers those records carry, stored as SHA-256 hashes only. The plan is written before any
+   the identifiers those records carry, stored as keyed hashes only (HMAC-SHA-256 under
+   ``privacy.hash_key``: :class:`cdp_spark.hashing.HashKey`; a plain hash of a phone is reversed by trying
+   every number). The plan is written before any
    delete, because the deletes remove what it was derived from. A request that matches more than one
    customer, or whose identifier is not valid, is refused (audited, not planned): it needs a person.
 2. **suppress** (``silver.erasure_suppression``): the hashes and ``cdp_id``, checked by standardize and
    activation (:mod:`cdp_spark.suppression`) so re-ingested files do not bring the person back and they
    are never exported again.
-3. **delete** from every Delta table under the lakehouse: bronze rows are matched on their values
-   standardized on the fly (so raw ``JANE.DOE@Example.com`` matches); silver, gold and ops tables on
-   their ``cdp_id`` / record-id / identifier columns. Deletes are idempotent.
+3. **delete** from every Delta table under the lakehouse, one pass per table for every pending request:
+   bronze rows are matched on their values standardized on the fly (so raw ``JANE.DOE@Example.com``
+   matches); silver, gold and ops tables on their ``cdp_id`` / record-id / identifier columns. A row's
+   identifiers are keyed and joined with the plan; the matched rows are deleted by a MERGE on their
+   fingerprints, so no hash or value is written into the Delta log's commit info. Deletes are idempotent.
 4. **exports**: every export file that holds the person is rewritten without them and its manifest's
    checksum and counts are updated.
 5. **complete**: the requests are marked done; a rerun then does nothing.
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,7 +45,6 @@ from cdp_spark import tables
 from cdp_spark.activation.export import (
     MANIFEST,
     SPARK_FORMATS,
-    LakeFiles,
     UnsafePath,
     export_file,
     export_folder,
@@ -47,12 +52,14 @@ from cdp_spark.activation.export import (
     tombstones,
 )
 from cdp_spark.config import ConfigError
-from cdp_spark.hashing import identifier_hash
+from cdp_spark.hashing import HashKey, identifier_hash, keyed_identifier, with_keyed
 from cdp_spark.ingest.sources import SourceConfig, SourcesConfig
+from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.standardize.emails import normalize_email
 from cdp_spark.standardize.phones import phone_e164
 from cdp_spark.standardize.rules import StandardizeRules
 from cdp_spark.standardize.silver import SILVER, standardize_rows, with_keys
+from cdp_spark.suppression import keyed_rows
 
 log = logging.getLogger("cdp_spark")
 
@@ -72,6 +79,7 @@ PLAN_SCHEMA = T.StructType(
         T.StructField("run_id", T.StringType(), False),
         T.StructField("planned_at", T.TimestampType(), False),
         T.StructField("completed_at", T.TimestampType(), True),
+        T.StructField("key_id", T.StringType(), True),
     ]
 )
 
@@ -102,11 +110,11 @@ BRONZE_ID_COLUMNS = {"loyalty_id": "loyalty_id", "account_id": "account_id", "us
 # --------------------------------------------------------------------------------------------
 
 
-def read_requests(spark: SparkSession, path: str) -> DataFrame:
+def read_requests(spark: SparkSession, path: str, key: HashKey) -> DataFrame:
     """Read a CSV (header) or JSON-lines requests file and check it.
 
-    Out: ``request_id`` (given, or derived from the identifier), ``requested_by``, ``identifier_type``,
-    ``value``. Raises ConfigError naming the file for missing columns or unknown identifier types.
+    Out: ``request_id`` (given, or derived from the identifier's keyed hash), ``requested_by``,
+    ``identifier_type``, ``value``. Raises ConfigError naming the file for missing columns or unknown identifier types.
     """
     # Everything as text: a phone written as a JSON number must not lose its leading zeros or '+'.
     reader = spark.read.option("header", "true") if path.lower().endswith(".csv") else spark.read
@@ -123,14 +131,18 @@ def read_requests(spark: SparkSession, path: str) -> DataFrame:
 
     identifier_type, value = F.lower(text("identifier_type")), text("value")
     requests = raw.select(
-        F.coalesce(
-            F.nullif(text("request_id"), F.lit("")),
-            F.concat(F.lit("req-"), F.substring(F.sha2(F.concat_ws("|", identifier_type, value), 256), 1, 16)),
-        ).alias("request_id"),
+        F.nullif(text("request_id"), F.lit("")).alias("request_id"),
         F.nullif(text("requested_by"), F.lit("")).alias("requested_by"),
         identifier_type.alias("identifier_type"),
         value.alias("value"),
     ).where(F.col("value").isNotNull() | F.col("identifier_type").isNotNull())
+    derived = {"_derived": F.sha2(F.concat_ws("|", "identifier_type", "value"), 256)}
+    requests = with_keyed(requests, key, derived).select(
+        F.coalesce("request_id", F.concat(F.lit("req-"), F.substring("_derived", 1, 16))).alias("request_id"),
+        "requested_by",
+        "identifier_type",
+        "value",
+    )
     bad = requests.where(~F.coalesce(F.col("identifier_type").isin(*REQUEST_TYPES), F.lit(False)))
     bad_rows = bad.select("request_id", "identifier_type").limit(5).collect()
     if bad_rows:
@@ -150,11 +162,19 @@ def normalize_requests(requests: DataFrame, rules: StandardizeRules) -> DataFram
     )
 
 
-def plan_requests(requests: DataFrame, records: DataFrame, identity_map: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Resolve normalized requests to the hashes of everything that identifies each person.
+def plan_requests(
+    requests: DataFrame,
+    records: DataFrame,
+    identity_map: DataFrame,
+    key: HashKey,
+    lineage: DataFrame | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """Resolve normalized requests to the keyed hashes of everything that identifies each person.
 
-    In: ``requests`` from :func:`normalize_requests`; ``silver.customer_records``; ``silver.identity_map``.
-    Out: (plan: ``request_id, requested_by, kind, value_hash, cdp_id``; refused: ``request_id,
+    In: ``requests`` from :func:`normalize_requests`; ``silver.customer_records``; ``silver.identity_map``;
+    the hash key; ``silver.identity_lineage``, whose ``merged`` events name the person's earlier
+    ``cdp_id``s (history rows written under them are theirs too; a ``split`` parent held two people and is
+    left to the identifiers). Out: (plan: ``request_id, requested_by, kind, value_hash, cdp_id``; refused: ``request_id,
     requested_by, reason``). Identifiers carried by a record outside the erased people are left out.
 
     Requests and everything derived per request are small (one row per request, record or identifier of the
@@ -251,15 +271,17 @@ def plan_requests(requests: DataFrame, records: DataFrame, identity_map: DataFra
         F.lit("record_key").alias("kind"),
         F.expr("substring(record_id, instr(record_id, ':') + 1)").alias("value"),
     )
-    cdp_rows = person.select("request_id", F.lit("cdp_id").alias("kind"), F.col("cdp_id").alias("value"))
+    people_ids = person if lineage is None else person.unionByName(earlier_cdp_ids(person, lineage))
+    cdp_rows = people_ids.select("request_id", F.lit("cdp_id").alias("kind"), F.col("cdp_id").alias("value"))
     values = exclusive.unionByName(requested).unionByName(record_rows).unionByName(key_rows).unionByName(cdp_rows)
-    value_hash = F.lit(None).cast("string")
+    plain = F.lit(None).cast("string")
     for kind in KINDS:
-        value_hash = F.when(F.col("kind") == kind, identifier_hash(kind, F.col("value"))).otherwise(value_hash)
+        plain = F.when(F.col("kind") == kind, identifier_hash(kind, F.col("value"))).otherwise(plain)
     requesters = accepted.groupBy("request_id").agg(F.max("requested_by").alias("requested_by"))
     plan = (
-        values.withColumn("value_hash", value_hash)
-        .where(F.col("value_hash").isNotNull())
+        with_keyed(
+            values.withColumn("_plain", plain).where(F.col("_plain").isNotNull()), key, {"value_hash": F.col("_plain")}
+        )
         .select("request_id", "kind", "value_hash")
         .distinct()
         .join(requesters, "request_id")
@@ -269,46 +291,38 @@ def plan_requests(requests: DataFrame, records: DataFrame, identity_map: DataFra
     return plan, refused
 
 
+MAX_MERGE_DEPTH = 50
+
+
+def earlier_cdp_ids(person: DataFrame, lineage: DataFrame) -> DataFrame:
+    """``request_id, cdp_id`` for every id the person's records had before merges (transitively).
+
+    In: ``request_id, cdp_id``; silver.identity_lineage (``cdp_id, event, previous_cdp_ids``). Small: one
+    row per merge the erased people went through.
+    """
+    merges = lineage.where(F.col("event") == "merged").select(
+        F.col("cdp_id").alias("_into"), F.explode("previous_cdp_ids").alias("_earlier")
+    )
+    found = person.select("request_id", "cdp_id").localCheckpoint()
+    frontier = found
+    for _ in range(MAX_MERGE_DEPTH):
+        step = (
+            frontier.join(merges, F.col("cdp_id") == F.col("_into"))
+            .select("request_id", F.col("_earlier").alias("cdp_id"))
+            .join(found, ["request_id", "cdp_id"], "left_anti")
+            .distinct()
+            .localCheckpoint()
+        )
+        if step.isEmpty():
+            break
+        found = found.unionByName(step).localCheckpoint()
+        frontier = step
+    return found.join(person.select("request_id", "cdp_id"), ["request_id", "cdp_id"], "left_anti")
+
+
 # --------------------------------------------------------------------------------------------
 # Matching rows of a table
 # --------------------------------------------------------------------------------------------
-
-
-def _hash_of(kind: str, value: Column, hashed: bool) -> Column:
-    return value if hashed else identifier_hash(kind, value)
-
-
-def _predicate(spec: list[tuple[str, Column, bool]], hashes: dict[str, list[str]]) -> Column | None:
-    """True for rows where any (kind, column) of ``spec`` hashes to a planned hash of that kind."""
-    terms = [
-        F.coalesce(_hash_of(kind, value, hashed).isin(hashes[kind]), F.lit(False))
-        for kind, value, hashed in spec
-        if hashes.get(kind)
-    ]
-    if not terms:
-        return None
-    out = terms[0]
-    for term in terms[1:]:
-        out = out | term
-    return out
-
-
-def _attribute(matched: DataFrame, spec: list[tuple[str, Column, bool]], plan: DataFrame) -> dict[str, int]:
-    """Rows per request among ``matched`` (rows carrying ``_row``): which request's hashes each row matched."""
-    candidates = matched.select(
-        "_row",
-        F.explode(
-            F.array(
-                *[
-                    F.struct(F.lit(kind).alias("kind"), _hash_of(kind, value, hashed).alias("value_hash"))
-                    for kind, value, hashed in spec
-                ]
-            )
-        ).alias("c"),
-    ).select("_row", "c.kind", "c.value_hash")
-    pairs = candidates.join(F.broadcast(plan.select("kind", "value_hash", "request_id")), ["kind", "value_hash"])
-    counted = pairs.groupBy("request_id").agg(F.countDistinct("_row").alias("rows")).collect()
-    return {r["request_id"]: r["rows"] for r in counted}
 
 
 def person_spec(columns: list[str]) -> list[tuple[str, Column, bool]]:
@@ -320,9 +334,10 @@ def person_spec(columns: list[str]) -> list[tuple[str, Column, bool]]:
     return spec
 
 
-def row_fingerprint(columns: list[str]) -> Column:
-    """SHA-256 of a whole row: the key of tables with no key (bronze, quarantine)."""
-    return F.sha2(F.to_json(F.struct(*[F.col(f"`{c}`").alias(c) for c in columns])), 256)
+def row_fingerprint(columns: list[str], alias: str | None = None) -> Column:
+    """SHA-256 of a whole row: the key of tables with no key (bronze, quarantine); ``alias``: of a MERGE side."""
+    prefix = f"{alias}." if alias else ""
+    return F.sha2(F.to_json(F.struct(*[F.col(f"{prefix}`{c}`").alias(c) for c in columns])), 256)
 
 
 # Bronze: the source's own silver mapping, standardized, says which values a raw row carries.
@@ -344,7 +359,7 @@ def _mapped(bronze: DataFrame, source: SourceConfig, target_index: int) -> DataF
 
 
 def bronze_candidates(bronze: DataFrame, source: SourceConfig | None, rules: StandardizeRules) -> DataFrame:
-    """What each raw row says about whose it is: ``_fp, kind, value_hash`` (several rows per bronze row).
+    """What each raw row says about whose it is: ``_fp, kind, plain`` (several rows per bronze row).
 
     In: a bronze table. With its source config, every silver mapping of the source is applied and
     standardized exactly as standardize does, giving record ids and standardized identifiers. A bronze
@@ -378,7 +393,7 @@ def bronze_candidates(bronze: DataFrame, source: SourceConfig | None, rules: Sta
         if spec:
             parts.append(_candidates(with_fp, spec))
     if not parts:
-        return bronze.sparkSession.createDataFrame([], "_fp string, kind string, value_hash string")
+        return bronze.sparkSession.createDataFrame([], "_fp string, kind string, plain string")
     out = parts[0]
     for part in parts[1:]:
         out = out.unionByName(part)
@@ -386,43 +401,55 @@ def bronze_candidates(bronze: DataFrame, source: SourceConfig | None, rules: Sta
 
 
 def _candidates(df: DataFrame, spec: list[tuple[str, Column, bool]]) -> DataFrame:
+    """``_fp, kind, plain``: every identifier of ``spec`` each row carries, as the message its keyed hash is of."""
     return (
         df.select(
             "_fp",
             F.explode(
                 F.array(
                     *[
-                        F.struct(F.lit(kind).alias("kind"), _hash_of(kind, value, hashed).alias("value_hash"))
+                        F.struct(F.lit(kind).alias("kind"), keyed_identifier(kind, value, hashed).alias("plain"))
                         for kind, value, hashed in spec
                     ]
                 )
             ).alias("c"),
         )
-        .select("_fp", "c.kind", "c.value_hash")
-        .where(F.col("value_hash").isNotNull())
+        .select("_fp", "c.kind", "c.plain")
+        .where(F.col("plain").isNotNull())
     )
 
 
-def quarantine_candidates(quarantine: DataFrame, rules: StandardizeRules) -> DataFrame:
-    """``_fp, kind, value_hash`` for rejected rows: their key, and every value of their raw text.
+# A raw token is tried as a loyalty id, account id or source key only from this length: "42" in another
+# person's rejected row (a quantity, a house number) must not delete it because it equals an erased id.
+MIN_ID_TOKEN = 6
 
-    The raw text is a JSON object (rejected by an expectation) or a raw line (malformed at ingest);
-    each value or field is tried as an email, a phone, a source key and a loyalty or account id.
+
+def quarantine_candidates(quarantine: DataFrame, rules: StandardizeRules) -> DataFrame:
+    """``_fp, kind, plain`` for rejected rows: their key, and every value of their raw text.
+
+    The raw text is a JSON object (rejected by an expectation) or a raw line (malformed at ingest, a JSON
+    line cut short included): its values are the JSON values, else every quoted string and every field
+    between delimiters. Each is tried as an email and a phone; as a source key, loyalty or account id
+    only from :data:`MIN_ID_TOKEN` characters. The row's own ``record_key`` is its record id.
     """
     columns = quarantine.columns
     as_json = F.from_json("raw", "map<string,string>")
-    tokens = F.when(as_json.isNotNull(), F.map_values(as_json)).otherwise(F.split(F.col("raw"), r"[,;|\t]"))
+    fields = F.concat(
+        F.regexp_extract_all(F.col("raw"), F.lit('"([^"]*)"'), 1), F.split(F.col("raw"), r"[,;|\t{}\[\]]")
+    )
+    tokens = F.when(as_json.isNotNull(), F.map_values(as_json)).otherwise(fields)
     rows = quarantine.select(row_fingerprint(columns).alias("_fp"), "record_key", F.explode(tokens).alias("token"))
     token = F.trim(F.regexp_replace("token", '^"|"$', ""))
     rows = rows.withColumn("token", F.nullif(token, F.lit("")))
     phone_like = F.when(F.regexp_replace("token", r"[^0-9]", "").rlike(r"^\d{7,15}$"), F.col("token"))
+    id_like = F.when(F.length("token") >= MIN_ID_TOKEN, F.col("token"))
     spec = [
         ("record_id", F.col("record_key"), False),
         ("email", normalize_email(F.col("token"), rules.emails), False),
         ("phone", phone_e164(phone_like, rules.phones), False),
-        ("record_key", F.col("token"), False),
-        ("loyalty_id", F.col("token"), False),
-        ("account_id", F.col("token"), False),
+        ("record_key", id_like, False),
+        ("loyalty_id", id_like, False),
+        ("account_id", id_like, False),
     ]
     return _candidates(rows, spec)
 
@@ -439,8 +466,8 @@ class Erasure:
     spark: SparkSession
     root: str
     run_id: str
-    plan: DataFrame  # the pending plan rows
-    hashes: dict[str, list[str]]
+    plan: DataFrame  # the pending plan rows: request_id, kind, value_hash (keyed)
+    key: HashKey
     requesters: dict[str, str | None]
     audit: list[tuple]
 
@@ -448,6 +475,22 @@ class Erasure:
         for request_id, rows in sorted(per_request.items()):
             info = {"requested_by": self.requesters.get(request_id), **details}
             self.audit.append((self.run_id, "erase", request_id, table, rows, json.dumps(info, sort_keys=True)))
+
+    def match(self, candidates: DataFrame) -> DataFrame:
+        """``_fp, request_id`` of the candidates (``_fp, kind, plain``) whose keyed hash is in the plan.
+
+        One pass for every pending request: each candidate is keyed once and joined with the plan (small:
+        one row per identifier of the people erased, so Spark broadcasts it).
+        """
+        keyed = with_keyed(candidates, self.key, {"value_hash": F.col("plain")})
+        plan = self.plan.select("kind", "value_hash", "request_id")
+        return keyed.join(plan, ["kind", "value_hash"]).select("_fp", "request_id").distinct()
+
+
+def _per_request(pairs: DataFrame) -> dict[str, int]:
+    """Rows matched per request, from ``_fp, request_id`` pairs."""
+    counted = pairs.groupBy("request_id").agg(F.count("*").alias("rows")).collect()
+    return {r["request_id"]: r["rows"] for r in counted}
 
 
 def delta_tables(spark: SparkSession, root: str) -> list[tables.Table]:
@@ -462,29 +505,6 @@ def delta_tables(spark: SparkSession, root: str) -> list[tables.Table]:
             if files.exists(f"{table.path(root)}/_delta_log"):
                 found.append(table)
     return found
-
-
-def erase_by_predicate(job: Erasure, table: tables.Table) -> int:
-    """Delete the rows of a silver/gold/ops table whose person columns match the plan; returns rows deleted."""
-    spark, path = job.spark, table.path(job.root)
-    df = spark.read.format("delta").load(path)
-    spec = person_spec(df.columns)
-    predicate = _predicate(spec, job.hashes)
-    if predicate is None:
-        return 0
-    matched = df.where(predicate).withColumn("_row", F.monotonically_increasing_id()).persist()
-    try:
-        n = matched.count()
-        if n == 0:
-            return 0
-        job.record(table.full_name, _attribute(matched, spec, job.plan))
-        if table.full_name == tables.EXPORT_STATE.full_name:
-            _tombstone_export_state(spark, path, matched.drop("_row"))
-        else:
-            DeltaTable.forPath(spark, path).delete(predicate)
-        return n
-    finally:
-        matched.unpersist()
 
 
 def _tombstone_export_state(spark: SparkSession, path: str, matched: DataFrame) -> None:
@@ -511,25 +531,46 @@ def _tombstone_export_state(spark: SparkSession, path: str, matched: DataFrame) 
 
 
 def erase_by_fingerprint(job: Erasure, table: tables.Table, candidates: DataFrame) -> int:
-    """Delete the rows whose fingerprint (``_fp``) has a candidate value in the plan; returns rows deleted."""
+    """Delete the rows whose fingerprint (``_fp``) has a candidate in the plan; returns rows deleted.
+
+    The delete is a MERGE of the matched fingerprints on the fingerprint of every row: the commit info in
+    the Delta log then holds the condition's columns, not the values or hashes a predicate would list.
+    ``ops.export_state`` rows become tombstones instead (:func:`_tombstone_export_state`).
+    """
     spark, path = job.spark, table.path(job.root)
-    plan = F.broadcast(job.plan.select("kind", "value_hash", "request_id"))
-    pairs = candidates.join(plan, ["kind", "value_hash"]).select("_fp", "request_id").distinct().persist()
+    pairs = job.match(candidates).persist()
     try:
-        per_request = {
-            r["request_id"]: r["rows"] for r in pairs.groupBy("request_id").agg(F.count("*").alias("rows")).collect()
-        }
-        fingerprints = [r["_fp"] for r in pairs.select("_fp").distinct().collect()]
+        per_request = _per_request(pairs)
+        if not per_request:
+            return 0
+        matched = pairs.select("_fp").distinct()
+        target = DeltaTable.forPath(spark, path)
+        columns = target.toDF().columns
+        if table.full_name == tables.EXPORT_STATE.full_name:
+            rows = target.toDF().withColumn("_fp", row_fingerprint(columns)).join(matched, "_fp", "left_semi")
+            rows = rows.drop("_fp").persist()
+            deleted = rows.count()
+            _tombstone_export_state(spark, path, rows)
+            rows.unpersist()
+        else:
+            fingerprint = row_fingerprint(columns, "t")
+            metrics = (
+                target.alias("t").merge(matched.alias("s"), fingerprint == F.col("s._fp")).whenMatchedDelete().execute()
+            )
+            deleted = int(metrics.first()["num_deleted_rows"])
+        job.record(table.full_name, per_request)
+        return deleted
     finally:
         pairs.unpersist()
-    if not fingerprints:
+
+
+def erase_by_person(job: Erasure, table: tables.Table) -> int:
+    """Delete the rows of a silver/gold/ops table whose person columns match the plan; returns rows deleted."""
+    df = job.spark.read.format("delta").load(table.path(job.root))
+    spec = person_spec(df.columns)
+    if not spec:
         return 0
-    df = spark.read.format("delta").load(path)
-    condition = row_fingerprint(df.columns).isin(fingerprints)
-    n = df.where(condition).count()
-    job.record(table.full_name, per_request)
-    DeltaTable.forPath(spark, path).delete(condition)
-    return n
+    return erase_by_fingerprint(job, table, _candidates(df.withColumn("_fp", row_fingerprint(df.columns)), spec))
 
 
 def erase_table(job: Erasure, table: tables.Table, sources: SourcesConfig | None) -> int:
@@ -545,7 +586,7 @@ def erase_table(job: Erasure, table: tables.Table, sources: SourcesConfig | None
     if table.full_name == tables.QUARANTINE.full_name:
         quarantine = spark.read.format("delta").load(table.path(job.root))
         return erase_by_fingerprint(job, table, quarantine_candidates(quarantine, rules))
-    return erase_by_predicate(job, table)
+    return erase_by_person(job, table)
 
 
 # Exports ------------------------------------------------------------------------------------
@@ -625,15 +666,16 @@ def erase_exports(job: Erasure) -> int:
                 changed = True
             df = read_export_file(spark, path, manifest["format"], manifest.get("columns"))
             spec = [(kind, F.col(f"`{c}`"), hashed) for c, (kind, hashed) in EXPORT_COLUMNS.items() if c in df.columns]
-            predicate = _predicate(spec, job.hashes)
-            if predicate is not None:
-                matched = df.where(predicate).withColumn("_row", F.monotonically_increasing_id())
-                per_request = _attribute(matched, spec, job.plan)
+            if spec:
+                fingerprinted = df.withColumn("_fp", row_fingerprint(df.columns))
+                pairs = job.match(_candidates(fingerprinted, spec)).persist()
+                per_request = _per_request(pairs)
                 if per_request:
-                    kept = df.where(~predicate)
+                    kept = fingerprinted.join(pairs.select("_fp").distinct(), "_fp", "left_anti").drop("_fp")
                     _replace_file(spark, kept, path, manifest["format"])
                     job.record(f"export {manifest['destination']}/{manifest['export_id']}/{entry['name']}", per_request)
                     changed = True
+                pairs.unpersist()
             checksum = files.sha256(path)
             if checksum != entry["sha256"]:
                 rows = read_export_file(spark, path, manifest["format"], manifest.get("columns")).count()
@@ -672,7 +714,7 @@ def _now() -> datetime:
 
 
 def plan_new_requests(
-    spark: SparkSession, root: str, requests: DataFrame, rules: StandardizeRules, run_id: str
+    spark: SparkSession, root: str, requests: DataFrame, rules: StandardizeRules, run_id: str, key: HashKey
 ) -> tuple[int, int, list[tuple]]:
     """Plan the requests not planned before; returns (requests already completed, refused, their audit rows)."""
     existing = (
@@ -697,7 +739,10 @@ def plan_new_requests(
             "record_id string, email string, phone string, loyalty_id string, account_id string",
         )
         identity_map = _read_or_empty(spark, root, tables.IDENTITY_MAP, "record_id string, cdp_id string")
-        plan, refused = plan_requests(normalize_requests(new, rules), records, identity_map)
+        lineage = _read_or_empty(
+            spark, root, tables.IDENTITY_LINEAGE, "cdp_id string, event string, previous_cdp_ids array<string>"
+        )
+        plan, refused = plan_requests(normalize_requests(new, rules), records, identity_map, key, lineage)
         refused_rows = refused.collect()
         refused_count = len(refused_rows)
         for r in refused_rows:
@@ -709,6 +754,7 @@ def plan_new_requests(
             F.lit(run_id).alias("run_id"),
             F.lit(now).cast("timestamp").alias("planned_at"),
             F.lit(None).cast("timestamp").alias("completed_at"),
+            F.lit(key.key_id).alias("key_id"),
         )
         tables.upsert(
             spark.createDataFrame(plan.collect(), PLAN_SCHEMA),
@@ -729,13 +775,21 @@ def erase(
     requests: DataFrame,
     sources: SourcesConfig | None,
     run_id: str,
-    step=None,  # noqa: ANN001 - StageRun.step, optional so the library runs without a stage
+    key: HashKey,
+    step: Callable[[str], AbstractContextManager[dict]] | None = None,
 ) -> ErasureSummary:
-    """Run (or complete) the erasure of ``requests`` and of any request a failed run left pending."""
+    """Run (or complete) the erasure of ``requests`` and of any request a failed run left pending.
+
+    All pending requests are one batch: one pass over each table whatever their number. ``step``
+    (``StageRun.step``) times each table and the exports in the run report.
+    """
+    step = step or _untimed
     rules = sources.standardize if sources is not None else StandardizeRules()
     audit: list[tuple] = []
     try:
-        already, refused, refused_audit = plan_new_requests(spark, root, requests, rules, run_id)
+        for table in (tables.ERASURE_PLAN, tables.ERASURE_SUPPRESSION):
+            _key_bookkeeping(spark, root, table, key)
+        already, refused, refused_audit = plan_new_requests(spark, root, requests, rules, run_id, key)
         audit += refused_audit
         if not tables.exists(spark, root, tables.ERASURE_PLAN):
             return ErasureSummary(requests.count(), already, refused, 0, 0, 0)
@@ -743,14 +797,11 @@ def erase(
         pending_rows = pending.select("request_id", "requested_by", "kind", "value_hash", "cdp_id").collect()
         if not pending_rows:
             return ErasureSummary(requests.count(), already, refused, 0, 0, 0)
-        hashes: dict[str, list[str]] = {}
-        for r in pending_rows:
-            hashes.setdefault(r["kind"], []).append(r["value_hash"])
         requesters = {r["request_id"]: r["requested_by"] for r in pending_rows}
         plan = spark.createDataFrame(
             pending_rows, "request_id string, requested_by string, kind string, value_hash string, cdp_id string"
         )
-        job = Erasure(spark, root, run_id, plan, hashes, requesters, audit)
+        job = Erasure(spark, root, run_id, plan, key, requesters, audit)
         _suppress(
             spark,
             root,
@@ -761,15 +812,16 @@ def erase(
                 "request_id",
                 F.lit(run_id).alias("run_id"),
                 F.lit(_now()).cast("timestamp").alias("suppressed_at"),
+                F.lit(key.key_id).alias("key_id"),
             ).dropDuplicates(["kind", "value_hash"]),
         )
         deleted = 0
         for table in _erasure_order(delta_tables(spark, root)):
-            n = erase_table(job, table, sources)
-            deleted += n
-            if n:
-                log.info("[erase] %s: %d row(s) deleted", table.full_name, n)
-        export_rows = erase_exports(job)
+            with step(f"erase {table.full_name}") as counts:
+                counts["rows_deleted"] = erase_table(job, table, sources)
+            deleted += counts["rows_deleted"]
+        with step("erase exports") as counts:
+            export_rows = counts["rows_deleted"] = erase_exports(job)
         request_ids = sorted(requesters)
         for request_id in request_ids:
             details = {"requested_by": requesters[request_id], "status": "completed"}
@@ -784,6 +836,26 @@ def erase(
         # Written even when a step fails: the deletes done so far are audited.
         if audit:
             tables.append(tables.audit_rows(spark, audit), root, tables.AUDIT_LOG)
+
+
+def _key_bookkeeping(spark: SparkSession, root: str, table: tables.Table, key: HashKey) -> None:
+    """Check that ``table``'s hashes were made with ``key``; key rows hashed before keys existed, in place.
+
+    A table hashed with another key is a ConfigError (see :func:`cdp_spark.suppression.keyed_rows`).
+    """
+    if not tables.exists(spark, root, table):
+        return
+    stored = tables.read(spark, root, table)
+    keyed = keyed_rows(stored, key, table.full_name)  # raises on a foreign key
+    if "key_id" in stored.columns and stored.where(F.col("key_id").isNull()).isEmpty():
+        return
+    log.info("[erase] %s: hashes made before hash keys existed are keyed with %s", table.full_name, key.key_id)
+    tables.overwrite(keyed.select(*stored.columns, *([] if "key_id" in stored.columns else ["key_id"])), root, table)
+
+
+@contextmanager
+def _untimed(name: str) -> Iterator[dict]:
+    yield {}
 
 
 def _suppress(spark: SparkSession, root: str, suppression: DataFrame) -> None:

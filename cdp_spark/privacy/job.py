@@ -8,13 +8,14 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame
 
-from cdp_spark.activation.export import LakeFiles
 from cdp_spark.config import ConfigError, MaintenanceConfig
+from cdp_spark.hashing import load_hash_key
 from cdp_spark.ingest.sources import SourcesConfig, load_sources
+from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy.erase import delta_tables, erase, read_requests
-from cdp_spark.privacy.maintain import maintain_table
+from cdp_spark.privacy.maintain import clean_checkpoints, maintain_table
 
 log = logging.getLogger("cdp_spark")
 
@@ -59,8 +60,9 @@ def erase_run(ctx: Context, stage: StageRun) -> None:
             log.info("[erase] no request files: nothing to erase")
             counts.update(requests=0)
             return
-        requests = reduce(DataFrame.unionByName, [read_requests(spark, p) for p in paths])
-        summary = erase(spark, root, requests, _sources(ctx), stage.run_id)
+        key = load_hash_key(spark, root, ctx.config.privacy.hash_key)
+        requests = reduce(DataFrame.unionByName, [read_requests(spark, p, key) for p in paths])
+        summary = erase(spark, root, requests, _sources(ctx), stage.run_id, key, stage.step)
         counts.update(
             requests=summary.requests,
             already_erased=summary.already_done,
@@ -92,6 +94,13 @@ def maintenance_config(ctx: Context) -> MaintenanceConfig:
 def maintain_run(ctx: Context, stage: StageRun) -> None:
     spark, root = ctx.spark, ctx.root
     config = maintenance_config(ctx)
+    with stage.step("checkpoint folders") as counts:
+        deleted = clean_checkpoints(spark, ctx.config.lakehouse.checkpoint("spark"), config.checkpoint_retention_hours)
+        counts["deleted"] = len(deleted)
+        for path in deleted:
+            log.info(
+                "[maintain] deleted the checkpoint folder %s (older than %d h)", path, config.checkpoint_retention_hours
+            )
     for table in delta_tables(spark, root):
         with stage.step(f"maintain {table.full_name}") as counts:
             done = maintain_table(spark, root, table, config)

@@ -45,7 +45,7 @@ from cdp_spark.standardize.silver import (
     to_contract,
     with_key_columns,
 )
-from cdp_spark.suppression import flag_suppressed, read_suppression
+from cdp_spark.suppression import Suppression, flag_suppressed, read_suppression
 
 log = logging.getLogger("cdp_spark")
 
@@ -150,7 +150,7 @@ def process_table(
     expectations: ExpectationsConfig,
     root: str,
     run_id: str,
-    suppression: DataFrame | None = None,
+    suppression: Suppression | None = None,
 ) -> tuple[dict[str, SourceResult], int]:
     """Map, standardize, key, deduplicate, check and upsert every source's new rows of one silver table at once.
 
@@ -339,7 +339,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     dq_results: list[tuple[str, ExpectationResult]] = []
     suppressed_bronze: dict[str, set[tuple[str, str]]] = {}
     pending = [p for p in (_pending(ctx, stage, s) for s in sources.sources if s.silver) if p is not None]
-    suppression = read_suppression(spark, root) if pending else None
+    suppression = read_suppression(spark, root, ctx.config.privacy.hash_key) if pending else None
     if suppression is not None:
         suppression = suppression.persist()
     try:

@@ -1,0 +1,92 @@
+"""File operations on lakehouse paths (local, s3a://, abfss://, hdfs://) through Spark's Hadoop file system.
+
+Shared by the stages that handle files beside the Delta tables: export folders and manifests, erasure
+request files, the generated hash key.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+
+class LakeFiles:
+    """File operations on local or remote (s3a://, abfss://, hdfs://) paths through Spark's Hadoop file system."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _fs(self, path: str):  # noqa: ANN202 - py4j objects
+        p = self._jvm.org.apache.hadoop.fs.Path(path)
+        fs = p.getFileSystem(self._conf)
+        if fs.getScheme() == "file":
+            # The raw local file system: no hidden .crc file next to every export file.
+            fs = fs.getRawFileSystem()
+        return fs, p
+
+    def exists(self, path: str) -> bool:
+        fs, p = self._fs(path)
+        return bool(fs.exists(p))
+
+    def delete(self, path: str) -> None:
+        fs, p = self._fs(path)
+        if fs.exists(p):
+            fs.delete(p, True)
+
+    def names(self, path: str) -> list[str]:
+        fs, p = self._fs(path)
+        if not fs.exists(p):
+            return []
+        return sorted(str(s.getPath().getName()) for s in fs.listStatus(p))
+
+    def rename(self, source: str, target: str) -> None:
+        fs, p = self._fs(source)
+        if not fs.rename(p, self._jvm.org.apache.hadoop.fs.Path(target)):
+            raise OSError(f"could not rename {source} to {target}")
+
+    def sha256(self, path: str) -> str:
+        fs, p = self._fs(path)
+        stream = fs.open(p)
+        try:
+            return str(self._jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream))
+        finally:
+            stream.close()
+
+    def read_text(self, path: str) -> str:
+        fs, p = self._fs(path)
+        stream = fs.open(p)
+        try:
+            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write via a temporary file and a rename, so a reader never sees half a manifest."""
+        tmp = path + ".tmp"
+        fs, p = self._fs(tmp)
+        out = fs.create(p, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        self.delete(path)
+        self.rename(tmp, path)
+
+    def write_private(self, path: str, text: str) -> None:
+        """Write a file only its owner may read (mode 0600 where the file system has permissions)."""
+        fs, p = self._fs(path)
+        out = fs.create(p, False)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        fs.setPermission(p, self._jvm.org.apache.hadoop.fs.permission.FsPermission(0o600))
+
+    def last_modified(self, path: str) -> float:
+        """The newest modification time (epoch seconds) of ``path`` or any file under it."""
+        fs, p = self._fs(path)
+        newest = fs.getFileStatus(p).getModificationTime()
+        found = fs.listFiles(p, True)
+        while found.hasNext():
+            newest = max(newest, found.next().getModificationTime())
+        return newest / 1000.0
