@@ -116,11 +116,7 @@ def load_hash_key(spark: SparkSession, root: str, configured: str | None) -> Has
     path = f"{root.rstrip('/')}/{KEY_FILE}"
     files = LakeFiles(spark)
     if not files.exists(path):
-        try:
-            files.write_private(path, secrets.token_urlsafe(32) + "\n")
-        except Exception:
-            if not files.exists(path):  # else another run created it first: use theirs
-                raise
+        files.write_private(path, secrets.token_urlsafe(32) + "\n")
         log.info("generated the hash key of this lakehouse: %s", path)
     log.warning(
         "privacy.hash_key is not set: using the key generated in %s. Set privacy.hash_key: ${env:NAME} from "

@@ -60,27 +60,29 @@ class LakeFiles:
         finally:
             stream.close()
 
-    def write_text(self, path: str, text: str) -> None:
-        """Write via a temporary file and a rename, so a reader never sees half a manifest."""
+    def _write_tmp(self, path: str, text: str, private: bool = False) -> str:
+        """Write ``text`` to ``<path>.tmp`` (owner-only first when ``private``); returns the temporary path."""
         tmp = path + ".tmp"
         fs, p = self._fs(tmp)
         out = fs.create(p, True)
         try:
+            if private:
+                fs.setPermission(p, self._jvm.org.apache.hadoop.fs.permission.FsPermission(0o600))
             out.write(bytearray(text.encode("utf-8")))
         finally:
             out.close()
+        return tmp
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write via a temporary file and a rename, so a reader never sees half a manifest."""
+        tmp = self._write_tmp(path, text)
         self.delete(path)
         self.rename(tmp, path)
 
     def write_private(self, path: str, text: str) -> None:
-        """Write a file only its owner may read (mode 0600 where the file system has permissions)."""
-        fs, p = self._fs(path)
-        out = fs.create(p, False)
-        try:
-            out.write(bytearray(text.encode("utf-8")))
-        finally:
-            out.close()
-        fs.setPermission(p, self._jvm.org.apache.hadoop.fs.permission.FsPermission(0o600))
+        """Write a file only its owner may read (mode 0600 where the file system has permissions, set before
+        any byte is written), via a temporary file and a rename."""
+        self.rename(self._write_tmp(path, text, private=True), path)
 
     def last_modified(self, path: str) -> float:
         """The newest modification time (epoch seconds) of ``path`` or any file under it."""

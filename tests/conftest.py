@@ -16,6 +16,8 @@ import pytest
 from cdp_spark.config import LakehouseConfig, SparkConfig
 from cdp_spark.session import POSTGRES_JDBC_PACKAGE, build_session
 
+pytest_plugins = ["ci_skips"]
+
 # Arrow (pandas) UDFs run in Python workers: make them this interpreter (with numpy, pandas, phonenumbers ...),
 # not whatever `python3` comes first on PATH. Read once when the SparkContext starts.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
