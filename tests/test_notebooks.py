@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -16,7 +17,9 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
+from cdp_spark import tables
 from cdp_spark.cli import main
+from cdp_spark.ml.config import load_models
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -90,9 +93,28 @@ def test_notebook_is_stored_without_outputs(name):
     assert "parameters" in code[0].metadata.get("tags", []), f"{name}: the first code cell must be the parameters"
 
 
+def text_outputs(notebook) -> str:  # noqa: ANN001 - nbformat node
+    """Everything the cells printed or displayed as text, one string."""
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            texts.append(output.get("text", ""))
+            texts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+def expected_lines(name: str, spark, root: str) -> list[str]:  # noqa: ANN001
+    """What each notebook must print about this lakehouse: facts read from its tables, not just "it ran"."""
+    if name.startswith("01_"):
+        return [f"{tables.read(spark, root, tables.CUSTOMER_PROFILE).count():,} golden profiles"]
+    if name.startswith("02_"):
+        return [f"champion models:/{load_models(str(REPO / 'conf' / 'models.yaml')).clv.registered_model}/"]
+    return ["the current definitions reproduce the stored membership: True (0 differences)"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, kernel_env):
+def test_notebook_runs_top_to_bottom(name, kernel_env, spark):
     notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     client = NotebookClient(
         notebook,
@@ -109,3 +131,8 @@ def test_notebook_runs_top_to_bottom(name, kernel_env):
         if "image/png" in output.get("data", {})
     ]
     assert images, f"{name} ran but showed no plot"
+    printed = text_outputs(notebook)
+    for line in expected_lines(name, spark, kernel_env["CDP_NOTEBOOK_ROOT"]):
+        assert line in printed, f"{name}: expected {line!r} in its output"
+    if name.startswith("02_"):  # each candidate model trained, registered and judged by the gate
+        assert len(re.findall(r"^\w+: version \d+ -> \w*:? ", printed, flags=re.MULTILINE)) >= 2, printed[-2000:]
