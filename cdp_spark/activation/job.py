@@ -11,7 +11,6 @@ from pyspark.sql import functions as F
 from cdp_spark import tables
 from cdp_spark.activation.config import check_destinations, load_destinations
 from cdp_spark.activation.export import audience, current_members, run_export
-from cdp_spark.config import ConfigError
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.segments.config import load_segments
@@ -42,9 +41,9 @@ def run(ctx: Context, stage: StageRun) -> None:
     as_of = resolve_as_of(history, getattr(ctx.args, "as_of", None))
     profile = tables.read(spark, root, tables.CUSTOMER_PROFILE)
     if not tables.exists(spark, root, tables.ADDRESS_CONSENT):
-        raise ConfigError(
-            f"{tables.ADDRESS_CONSENT.full_name} is missing: exports decide consent per address from it; "
-            "run `cdp-spark gold` first"
+        raise FileNotFoundError(
+            f"Delta table {tables.ADDRESS_CONSENT.full_name} not found: exports decide consent per address from "
+            "it; run `cdp-spark profiles` first (a lakehouse from before per-address consent lacks it)"
         )
     addresses = tables.read(spark, root, tables.ADDRESS_CONSENT)
     scores = read_scores(spark, root, as_of)
