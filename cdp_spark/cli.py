@@ -8,7 +8,7 @@ import sys
 
 from cdp_spark.config import ConfigError, load_config
 from cdp_spark.ops import configure_logging, failure_reason
-from cdp_spark.pipeline import PIPELINE, STAGES, Context, run_pipeline, run_stage
+from cdp_spark.pipeline import PIPELINE, STAGES, Context, PipelineFailed, run_pipeline, run_stage
 from cdp_spark.redact import redact
 from cdp_spark.session import JarsUnavailableError
 
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = sub.add_parser("run", help="run the whole pipeline in order: " + " -> ".join(PIPELINE))
     _common(run_parser)
     run_parser.add_argument("--as-of", help="as-of date YYYY-MM-DD for profiles/scores/segments")
+    run_parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="start at this stage (default: ingest)")
+    run_parser.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage (default: activate)")
     return parser
 
 
@@ -93,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
             run_pipeline(ctx)
         else:
             run_stage(args.stage, ctx)
+    except PipelineFailed as failed:
+        # One line for the scheduler's log: the stage, the reason, the report; the traceback with -v.
+        log.debug("traceback", exc_info=True)
+        exc = failed.__cause__ or failed
+        if isinstance(exc, ConfigError):
+            print(f"cdp-spark run: config error at stage {failed.stage}:\n{redact(str(exc))}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(
+            f"cdp-spark run failed at stage {failed.stage}: {type(exc).__name__}: {failure_reason(exc)} "
+            f"(report: {failed.report}; rerun `cdp-spark run` to resume, -v for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except ConfigError as exc:
         print(f"cdp-spark {args.stage}: config error:\n{redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG

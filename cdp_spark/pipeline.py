@@ -11,10 +11,11 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from cdp_spark.config import CdpConfig
+from cdp_spark.config import CdpConfig, ConfigError
 from cdp_spark.ops import StageRun, failure_reason, new_run_id
 from cdp_spark.report import RunReport, StageOutcome
 from cdp_spark.session import build_session
@@ -92,26 +93,48 @@ def run_stage(name: str, ctx: Context) -> StageRun:
     return run
 
 
+class PipelineFailed(Exception):
+    """`cdp-spark run` stopped at ``stage``; the stage's own exception is ``__cause__``."""
+
+    def __init__(self, stage: str, report: Path):
+        super().__init__(f"stage {stage} failed (report: {report})")
+        self.stage, self.report = stage, report
+
+
+def pipeline_stages(first: str | None = None, last: str | None = None) -> list[str]:
+    """The pipeline's stages from ``first`` to ``last`` (both included; default: all of them)."""
+    for name in (first, last):
+        if name is not None and name not in PIPELINE:
+            raise ConfigError(f"unknown pipeline stage {name!r}: expected one of {', '.join(PIPELINE)}")
+    start = PIPELINE.index(first) if first else 0
+    end = PIPELINE.index(last) + 1 if last else len(PIPELINE)
+    if start >= end:
+        raise ConfigError(f"--from {first} comes after --to {last}: the pipeline runs {' -> '.join(PIPELINE)}")
+    return PIPELINE[start:end]
+
+
 def run_pipeline(ctx: Context) -> list[StageRun]:
-    """Run every pipeline stage in order; stop at the first failure, leaving earlier stages' tables intact.
+    """Run the pipeline's stages in order (``--from``/``--to`` pick a slice); stop at the first failure, leaving
+    earlier stages' tables intact.
 
     Every stage is idempotent, so rerunning after a failure resumes: finished stages change nothing.
-    A Markdown run report goes to ``reports_dir`` whether the run succeeds or fails.
+    A Markdown run report goes to ``reports_dir`` whether the run succeeds or fails; a failure raises
+    :class:`PipelineFailed` naming the stage, from the stage's exception.
     """
+    stages = pipeline_stages(getattr(ctx.args, "from_stage", None), getattr(ctx.args, "to_stage", None))
     report = RunReport(run_id=new_run_id())
     runs: list[StageRun] = []
-    try:
-        for name in PIPELINE:
-            try:
-                runs.append(run_stage(name, ctx))
-            except Exception as exc:
-                report.add(StageOutcome(name, None, "failed", failure_reason(exc)))
-                failed_at = PIPELINE.index(name)
-                for later in PIPELINE[failed_at + 1 :]:
-                    report.add(StageOutcome(later, None, "not run"))
-                raise
-            report.add(StageOutcome(name, runs[-1], "ok"))
-    finally:
-        path = report.write(ctx.config.reports_dir)
-        log.info("run report: %s", path)
+    for name in stages:
+        try:
+            runs.append(run_stage(name, ctx))
+        except Exception as exc:
+            report.add(StageOutcome(name, None, "failed", failure_reason(exc)))
+            for later in stages[stages.index(name) + 1 :]:
+                report.add(StageOutcome(later, None, "not run"))
+            path = report.write(ctx.config.reports_dir)
+            log.info("run report: %s", path)
+            raise PipelineFailed(name, path) from exc
+        report.add(StageOutcome(name, runs[-1], "ok"))
+    path = report.write(ctx.config.reports_dir)
+    log.info("run report: %s", path)
     return runs

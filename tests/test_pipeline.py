@@ -1,0 +1,237 @@
+"""`cdp-spark run` end to end on a small generated sample, then the notebooks on its lakehouse.
+
+The pipeline runs once, in this process, on tiny sample data in a temp folder (``pipeline``). A second run on the
+same sample is made to fail in a middle stage and then resumed: it must end with the same tables. The notebooks
+find the first lakehouse through their parameters (``CDP_NOTEBOOK_ROOT`` and ``CDP_NOTEBOOK_SET``, the same
+``--set`` overrides the pipeline ran with), so what a data scientist opens after ``make demo`` is what CI
+executes, each notebook in its own kernel (and so its own JVM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from chispa import assert_df_equality
+from conftest import TEST_SPARK, TINY_DATA_CONF
+from delta.tables import DeltaTable
+from nbclient import NotebookClient
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cdp_spark import tables
+from cdp_spark.cli import EXIT_FAILED, main
+from cdp_spark.gold import job as gold_job
+from cdp_spark.ml.config import load_models
+from cdp_spark.privacy.erase import delta_tables
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+NOTEBOOKS = ["01_profiles_and_identity.ipynb", "02_models.ipynb", "03_segments.ipynb"]
+PEOPLE, DAYS = 300, 2
+# Each kernel starts its own local Spark next to the test session's: as small as the test session, and tuned
+# for tiny data like it.
+KERNEL_SPARK = [
+    "spark.master=local[2]",
+    "spark.driver_memory=1g",
+    f"spark.shuffle_partitions={TEST_SPARK.shuffle_partitions}",
+    "spark.conf=" + json.dumps(TINY_DATA_CONF),
+]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pipeline's folder and the ``--set`` overrides that point every stage at it."""
+
+    work: Path
+    overrides: list[str]
+
+    @property
+    def root(self) -> str:
+        return str(self.work / "lakehouse")
+
+    @property
+    def sets(self) -> list[str]:
+        return [arg for o in self.overrides for arg in ("--set", o)]
+
+    def cli(self, *args: str) -> int:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(REPO)  # conf/ is read from the repository, like the CLI run from its root
+            patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+            return main([*self.sets, *args])
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    """Generated sample data, and a models.yaml with one churn training snapshot instead of four (the tests
+    need a trained model, not a good one); every run of this module reads both."""
+    work = tmp_path_factory.mktemp("sample")
+    models = yaml.safe_load((REPO / "conf" / "models.yaml").read_text(encoding="utf-8"))
+    models["churn"]["n_snapshots"] = 1
+    (work / "models.yaml").write_text(yaml.safe_dump(models), encoding="utf-8")
+    generator = Run(work, [f"sample.path={work / 'sample'}"])
+    assert generator.cli("generate", "--people", str(PEOPLE), "--days", str(DAYS)) == 0
+    return work
+
+
+def new_run(work: Path, sample: Path) -> Run:
+    return Run(
+        work,
+        [
+            f"files.models={sample / 'models.yaml'}",
+            f"lakehouse.root={work / 'lakehouse'}",
+            f"sample.path={sample / 'sample'}",
+            f"mlflow.tracking_uri=sqlite:///{work / 'mlruns.db'}",
+            f"mlflow.artifact_root={work / 'mlartifacts'}",
+            f"reports_dir={work / 'reports'}",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, sample, tmp_path_factory) -> Run:
+    """`cdp-spark run` on the sample, uninterrupted. ``spark`` is the test session: the stages join it instead of
+    starting another JVM in this process."""
+    run = new_run(tmp_path_factory.mktemp("pipeline"), sample)
+    assert run.cli("run") == 0, "cdp-spark run failed (see the captured stderr)"
+    return run
+
+
+# Columns that differ between two runs of the same data by design: when and by which run a row was written (the
+# audit log's details name export ids and folders).
+RUN_COLUMNS = ("run_id", "_batch_id")
+RUN_DETAILS = {tables.AUDIT_LOG: ("details",)}
+
+
+def comparable(df: DataFrame, table: tables.Table) -> DataFrame:
+    """Without the run columns; maps as sorted entries (rows are compared sorted, and maps do not sort)."""
+    stamped = [f.name for f in df.schema.fields if f.name.endswith("_at") and f.dataType == T.TimestampType()]
+    maps = [f.name for f in df.schema.fields if isinstance(f.dataType, T.MapType)]
+    df = df.withColumns({name: F.to_json(F.array_sort(F.map_entries(name))) for name in maps})
+    return df.drop(*RUN_COLUMNS, *RUN_DETAILS.get(table, ()), *[name for name in stamped if name != "updated_at"])
+
+
+def versions(spark, root: str) -> dict[str, int]:
+    return {
+        t.full_name: DeltaTable.forPath(spark, t.path(root)).history(1).first()["version"]
+        for t in delta_tables(spark, root)
+    }
+
+
+def test_a_run_failing_in_a_middle_stage_exits_with_one_line_and_the_rerun_ends_as_an_uninterrupted_run(
+    spark, sample, pipeline, tmp_path, monkeypatch, capsys
+):
+    run = new_run(tmp_path, sample)
+    at_failure: dict[str, int] = {}
+
+    def disk_full(*args, **kwargs):  # profiles dies after writing two of its tables
+        at_failure.update(versions(spark, run.root))
+        raise OSError("[Errno 28] No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gold_job, "households", disk_full)
+        assert run.cli("run") == EXIT_FAILED
+
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cdp-spark run")]
+    assert len(said) == 1 and said[0].startswith(
+        "cdp-spark run failed at stage profiles: OSError: [Errno 28] No space left on device (report: "
+    ), said
+    report = (Path(run.work) / "reports" / "latest-run.md").read_text()
+    assert "**profiles failed**; rerun `cdp-spark run` to resume." in report
+    assert "| resolve | ok |" in report and "| profiles | failed |" in report and "| train | not run |" in report
+    assert at_failure and versions(spark, run.root) == at_failure, "the failed run changed a table after failing"
+    assert not tables.exists(spark, run.root, tables.CUSTOMER_SCORES), "a stage after the failed one ran"
+
+    assert run.cli("run") == 0
+    assert "**all stages succeeded**." in (Path(run.work) / "reports" / "latest-run.md").read_text()
+    expected, actual = delta_tables(spark, pipeline.root), delta_tables(spark, run.root)
+    assert sorted(t.full_name for t in actual) == sorted(t.full_name for t in expected)
+    for table in expected:
+        if table == tables.RUN_METRICS:  # seconds and runs: the resumed pipeline ran some stages twice
+            continue
+        assert_df_equality(
+            comparable(tables.read(spark, run.root, table), table),
+            comparable(tables.read(spark, pipeline.root, table), table),
+            ignore_row_order=True,
+            ignore_nullable=True,
+            ignore_column_order=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def kernel_env(pipeline) -> dict[str, str]:
+    """The environment for the kernels: the uninterrupted pipeline's lakehouse and overrides."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        {
+            "CDP_NOTEBOOK_ROOT": pipeline.root,
+            "CDP_NOTEBOOK_SET": "\n".join([*pipeline.overrides, *KERNEL_SPARK]),
+            "IPYTHONDIR": str(pipeline.work / "ipython"),
+        }
+    )
+    return env
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_stored_without_outputs(name):
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code, f"{name} has no code cells"
+    assert [i for i, cell in enumerate(code) if cell.outputs or cell.execution_count is not None] == [], (
+        f"{name}: clear the outputs before committing (Kernel > Restart & Clear Output)"
+    )
+    assert "parameters" in code[0].metadata.get("tags", []), f"{name}: the first code cell must be the parameters"
+
+
+def text_outputs(notebook) -> str:  # noqa: ANN001 - nbformat node
+    """Everything the cells printed or displayed as text, one string."""
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            texts.append(output.get("text", ""))
+            texts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+def expected_lines(name: str, spark, root: str) -> list[str]:  # noqa: ANN001
+    """What each notebook must print about this lakehouse: facts read from its tables, not just "it ran"."""
+    if name.startswith("01_"):
+        return [f"{tables.read(spark, root, tables.CUSTOMER_PROFILE).count():,} golden profiles"]
+    if name.startswith("02_"):
+        return [f"champion models:/{load_models(str(REPO / 'conf' / 'models.yaml')).clv.registered_model}/"]
+    return ["the current definitions reproduce the stored membership: True (0 differences)"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_top_to_bottom(name, kernel_env, spark):
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},  # the folder Jupyter starts the kernel in
+    )
+    client.execute(env=kernel_env)  # raises CellExecutionError with the failing cell and its traceback
+    images = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+    assert images, f"{name} ran but showed no plot"
+    printed = text_outputs(notebook)
+    for line in expected_lines(name, spark, kernel_env["CDP_NOTEBOOK_ROOT"]):
+        assert line in printed, f"{name}: expected {line!r} in its output"
+    if name.startswith("02_"):  # each candidate model trained, registered and judged by the gate
+        assert len(re.findall(r"^\w+: version \d+ -> \w*:? ", printed, flags=re.MULTILINE)) >= 2, printed[-2000:]
