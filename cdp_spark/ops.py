@@ -50,18 +50,26 @@ class StageRun:
 
     @contextmanager
     def step(self, name: str) -> Iterator[dict[str, float | int]]:
-        """Time a step; whatever the body puts in the yielded dict is logged and recorded as metrics."""
+        """Time a step; whatever the body puts in the yielded dict is logged and recorded as metrics (a step
+        that raises records what it counted so far, its seconds and ``failed`` = 1)."""
         counts: dict[str, float | int] = {}
         started = time.perf_counter()
         log.info("[%s] %s ...", self.stage, name)
-        with job_description(f"cdp-spark {self.stage}: {name}"):
-            yield counts
+        try:
+            with job_description(f"cdp-spark {self.stage}: {name}"):
+                yield counts
+        except Exception:
+            self._finish(name, {**counts, "failed": 1}, started, "failed after")
+            raise
+        self._finish(name, counts, started, "done in")
+
+    def _finish(self, name: str, counts: dict[str, float | int], started: float, verb: str) -> None:
         seconds = time.perf_counter() - started
         for metric, value in counts.items():
             self.record(name, metric, value)
         self.record(name, "seconds", round(seconds, 3))
         detail = " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in counts.items())
-        log.info("[%s] %s done in %.1fs %s", self.stage, name, seconds, detail)
+        log.info("[%s] %s %s %.1fs %s", self.stage, name, verb, seconds, detail)
 
     def save(self, spark: SparkSession, lakehouse_root: str) -> None:
         now = datetime.now(UTC).replace(tzinfo=None)

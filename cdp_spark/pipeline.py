@@ -83,11 +83,23 @@ PIPELINE = ["ingest", "standardize", "resolve", "profiles", "train", "score", "s
 
 
 def run_stage(name: str, ctx: Context) -> StageRun:
-    """Run one stage and record its metrics in ops.run_metrics (generate has no lakehouse to record in)."""
+    """Run one stage and record its metrics in ops.run_metrics (generate has no lakehouse to record in).
+
+    A failed stage records what its steps counted too, with ``failed`` = 1 for the stage, then re-raises.
+    """
     stage_fn = STAGES[name].load()
     run = StageRun(stage=name)
     log.info("stage %s: run %s", name, run.run_id)
-    stage_fn(ctx, run)
+    try:
+        stage_fn(ctx, run)
+    except Exception:
+        if name != "generate" and ctx._spark is not None:
+            run.record("stage", "failed", 1)
+            try:
+                run.save(ctx.spark, ctx.root)
+            except Exception as exc:  # noqa: BLE001 - the stage's own error is the one to raise
+                log.warning("stage %s: its metrics could not be recorded: %s", name, failure_reason(exc))
+        raise
     if name != "generate":
         run.save(ctx.spark, ctx.root)
     return run

@@ -170,6 +170,11 @@ def quarantine_rows(
 # --------------------------------------------------------------------------------------------
 
 
+def path_exists(spark: SparkSession, location: str) -> bool:
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path)
+
+
 def list_files(spark: SparkSession, location: str) -> list[str]:
     """Data files under ``location`` (recursively), skipping hidden and ``_``-prefixed files and folders."""
     jvm = spark.sparkContext._jvm
@@ -294,7 +299,13 @@ def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path
         batch = Batch(source.name, version, watermark_from=low, watermark_to=high)
     else:
         done = {f for r in log_rows if r["status"] == "committed" for f in (r["files"] or ())}
-        new_files = tuple(f for f in list_files(spark, source.location(sample_path)) if f not in done)
+        location = source.location(sample_path)
+        if not source.allow_missing and not path_exists(spark, location):
+            raise FileNotFoundError(
+                f"source {source.name}: path {location} does not exist (a mistyped path? set allow_missing: true "
+                "on the source if it may not exist yet)"
+            )
+        new_files = tuple(f for f in list_files(spark, location) if f not in done)
         if not new_files:
             return None
         batch = Batch(source.name, version, files=new_files)
@@ -307,6 +318,13 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
     if source.format == "jdbc":
         raw = read_jdbc(spark, source, batch.watermark_from, batch.watermark_to)
     else:
+        gone = [f for f in batch.files if not path_exists(spark, f)]
+        if gone:
+            raise FileNotFoundError(
+                f"source {source.name}: {len(gone)} file(s) of batch {batch.version}, planned and not yet read, are "
+                f"gone: {', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}; restore them (the batch is read as "
+                "planned, so nothing is ingested twice or skipped)"
+            )
         raw = read_files(spark, source, list(batch.files))
     raw = raw.persist()
     try:

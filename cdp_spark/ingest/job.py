@@ -1,26 +1,50 @@
-"""`cdp-spark ingest`: every source in conf/sources.yaml -> bronze.<source>, only what is new since the last run."""
+"""`cdp-spark ingest`: every source in conf/sources.yaml -> bronze.<source>, only what is new since the last run.
+
+Each source is ingested on its own: one that fails (unreadable files, a mistyped path) is reported and the
+others are still ingested; the stage then fails, naming every failed source.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from cdp_spark.ingest.bronze import plan_batch, run_batch
 from cdp_spark.ingest.sources import load_sources
-from cdp_spark.ops import StageRun
+from cdp_spark.ops import StageRun, failure_reason
 from cdp_spark.pipeline import Context
+
+log = logging.getLogger("cdp_spark")
+
+
+class SourcesFailed(RuntimeError):
+    """Some sources could not be ingested; the others were. ``failures`` maps each to its exception."""
+
+    def __init__(self, failures: dict[str, Exception], total: int):
+        listed = "; ".join(f"{name}: {type(exc).__name__}: {failure_reason(exc)}" for name, exc in failures.items())
+        super().__init__(f"{len(failures)} of {total} sources failed (the others were ingested): {listed}")
+        self.failures = failures
 
 
 def run(ctx: Context, stage: StageRun) -> None:
     sources = load_sources(ctx.config.files.sources)
+    failures: dict[str, Exception] = {}
     for source in sources.sources:
-        with stage.step(f"ingest {source.name}") as counts:
-            batch = plan_batch(ctx.spark, ctx.root, source, ctx.config.sample.path, stage.run_id)
-            if batch is None:
-                counts.update(rows_read=0, rows_written=0, rows_quarantined=0, files=0)
-                continue
-            result = run_batch(ctx.spark, ctx.root, source, batch, stage.run_id)
-            counts.update(
-                rows_read=result.rows_read,
-                rows_written=result.rows_written,
-                rows_quarantined=result.rows_quarantined,
-                files=len(batch.files),
-                batch_version=batch.version,
-            )
+        try:
+            with stage.step(f"ingest {source.name}") as counts:
+                batch = plan_batch(ctx.spark, ctx.root, source, ctx.config.sample.path, stage.run_id)
+                if batch is None:
+                    counts.update(rows_read=0, rows_written=0, rows_quarantined=0, files=0)
+                    continue
+                result = run_batch(ctx.spark, ctx.root, source, batch, stage.run_id)
+                counts.update(
+                    rows_read=result.rows_read,
+                    rows_written=result.rows_written,
+                    rows_quarantined=result.rows_quarantined,
+                    files=len(batch.files),
+                    batch_version=batch.version,
+                )
+        except Exception as exc:  # noqa: BLE001 - reported below, after the healthy sources
+            log.error("[ingest] %s failed, going on with the other sources: %s", source.name, failure_reason(exc))
+            failures[source.name] = exc
+    if failures:
+        raise SourcesFailed(failures, len(sources.sources))

@@ -50,6 +50,9 @@ class SourceConfig(Strict):
     updated_at: str | None = None
     event_time: str | None = None
     jdbc: JdbcConfig | None = None
+    allow_missing: bool = Field(
+        False, description="a path that does not exist yet is nothing to ingest, not an error (a mistyped path!)"
+    )
     silver: list[SilverTarget] = Field(default_factory=list)
 
     @field_validator("name")

@@ -1,0 +1,99 @@
+"""Hostile input (issue 19): a bad source is reported and never blocks the healthy ones; a mistyped path is an
+error, not a silent zero-row success; a failed stage still records its metrics."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from cdp_spark import tables
+from cdp_spark.config import load_config
+from cdp_spark.ingest.job import SourcesFailed
+from cdp_spark.pipeline import Context, run_stage
+
+CRM = {
+    "name": "crm",
+    "format": "csv",
+    "path": "{sample}/crm",
+    "options": {"header": "true"},
+    "schema": "customer_id string, email string, updated_at string",
+    "business_key": ["customer_id"],
+}
+EVENTS = {"name": "events", "format": "json", "path": "{sample}/events", "business_key": ["event_id"]}
+ORDERS = {"name": "orders", "format": "parquet", "path": "{sample}/orders", "business_key": ["order_id"]}
+
+
+def context(spark, tmp_path: Path, sources: list[dict]) -> Context:
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    overrides = [
+        f"lakehouse.root={tmp_path / 'lakehouse'}",
+        f"sample.path={tmp_path / 'sample'}",
+        f"files.sources={tmp_path / 'sources.yaml'}",
+    ]
+    return Context(load_config("conf", None, overrides), argparse.Namespace(), _spark=spark)
+
+
+def write(tmp_path: Path, source: str, name: str, text: str | bytes) -> None:
+    folder = tmp_path / "sample" / source / "day=2026-01-01"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+
+
+def step_metrics(spark, root: str, stage: str) -> dict[str, dict[str, float]]:
+    rows = tables.read(spark, root, tables.RUN_METRICS).where(F.col("stage") == stage).collect()
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        out.setdefault(r["step"], {})[r["metric"]] = r["value"]
+    return out
+
+
+def test_a_bad_source_is_reported_after_the_healthy_ones_are_ingested(spark, tmp_path):
+    write(tmp_path, "crm", "crm.csv", "customer_id,email,updated_at\nc1,a@example.com,2026-01-01\n")
+    write(tmp_path, "orders", "orders.parquet", "this is no parquet file")  # unreadable: the reader fails
+    write(tmp_path, "events", "events.json", '{"event_id": "e1"}\n{"event_id": "e2"}\n')
+    mistyped = {**CRM, "name": "crm_eu", "path": "{sample}/crm-eu"}  # no such folder
+    ctx = context(spark, tmp_path, [ORDERS, CRM, mistyped, EVENTS])
+
+    with pytest.raises(SourcesFailed) as failed:
+        run_stage("ingest", ctx)
+
+    assert sorted(failed.value.failures) == ["crm_eu", "orders"]
+    message = str(failed.value)
+    assert message.startswith("2 of 4 sources failed (the others were ingested): ")
+    assert "crm_eu: FileNotFoundError: source crm_eu: path " in message and "crm-eu does not exist" in message
+    root = ctx.root
+    assert tables.read(spark, root, tables.bronze("crm")).count() == 1
+    assert tables.read(spark, root, tables.bronze("events")).count() == 2
+    assert not tables.exists(spark, root, tables.bronze("orders"))
+    # The failed stage recorded its metrics: the healthy sources' counts, each failure, the stage's verdict.
+    metrics = step_metrics(spark, root, "ingest")
+    assert metrics["ingest crm"]["rows_written"] == 1 and "failed" not in metrics["ingest crm"]
+    assert metrics["ingest events"]["rows_written"] == 2
+    assert metrics["ingest orders"]["failed"] == 1 and metrics["ingest crm_eu"]["failed"] == 1
+    assert metrics["stage"]["failed"] == 1
+
+    # The bad file deleted before it was read: a clear error naming it, not a batch that silently reads nothing.
+    bad_file = tmp_path / "sample" / "orders" / "day=2026-01-01" / "orders.parquet"
+    bad_file.unlink()
+    with pytest.raises(SourcesFailed, match=r"orders: FileNotFoundError: source orders: 1 file\(s\) of batch 0, "):
+        run_stage("ingest", ctx)
+
+    # Fixed (the folder created, the file sent again readable): the rerun ingests the rest and nothing twice.
+    fixed = tmp_path / "fixed"
+    spark.createDataFrame([("o1",)], "order_id string").coalesce(1).write.parquet(str(fixed))
+    next(fixed.glob("*.parquet")).rename(bad_file)
+    (tmp_path / "sample" / "crm-eu").mkdir()
+    run_stage("ingest", ctx)
+    assert tables.read(spark, root, tables.bronze("orders")).count() == 1
+    assert tables.read(spark, root, tables.bronze("crm")).count() == 1
+
+
+def test_a_missing_path_is_nothing_to_do_only_when_the_source_allows_it(spark, tmp_path):
+    ctx = context(spark, tmp_path, [{**CRM, "allow_missing": True}])
+    run = run_stage("ingest", ctx)
+    assert ("ingest crm", "rows_read", 0.0) in run.metrics
+    assert not tables.exists(spark, ctx.root, tables.bronze("crm"))
