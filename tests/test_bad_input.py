@@ -97,3 +97,79 @@ def test_a_missing_path_is_nothing_to_do_only_when_the_source_allows_it(spark, t
     run = run_stage("ingest", ctx)
     assert ("ingest crm", "rows_read", 0.0) in run.metrics
     assert not tables.exists(spark, ctx.root, tables.bronze("crm"))
+
+
+def ingest_counts(run) -> dict[str, dict[str, float]]:  # noqa: ANN001 - StageRun
+    out: dict[str, dict[str, float]] = {}
+    for step, metric, value in run.metrics:
+        out.setdefault(step, {})[metric] = value
+    return out
+
+
+def test_poison_json_keys_and_a_file_of_one_truncated_line_never_fail_the_batch(spark, tmp_path):
+    write(
+        tmp_path,
+        "events",
+        "events.json",
+        '{"event_id": "e1", "page title": "Home", "a`b": 1, "ok": "x"}\n'
+        '{"event_id": "e2", "_rescued_data": "theirs", "_metadata": {"k": 1}, "nested": {"bad key": 2}}\n'
+        '{"event_id": "e3", "page ti\n',
+    )
+    write(tmp_path, "upload", "cut.json", '{"event_id": "e9", "email": "jane@exa')  # an interrupted upload
+    upload = {**EVENTS, "name": "upload", "path": "{sample}/upload"}
+    ctx = context(spark, tmp_path, [EVENTS, upload])
+
+    counts = ingest_counts(run_stage("ingest", ctx))
+
+    for step in ("ingest events", "ingest upload"):
+        m = counts[step]
+        assert m["rows_read"] == m["rows_written"] + m["rows_quarantined"], step
+    assert (counts["ingest events"]["rows_written"], counts["ingest events"]["rows_quarantined"]) == (2, 1)
+    assert (counts["ingest upload"]["rows_written"], counts["ingest upload"]["rows_quarantined"]) == (0, 1)
+    bronze = tables.read(spark, ctx.root, tables.bronze("events"))
+    assert {"page_title", "a_b", "src_rescued_data", "src_metadata", "nested", "ok"} <= set(bronze.columns)
+    rows = {r["event_id"]: r for r in bronze.collect()}
+    assert rows["e1"]["page_title"] == "Home" and rows["e2"]["src_rescued_data"] == "theirs"
+    assert rows["e2"]["nested"] == '{"bad key":2}'  # kept as its JSON text
+    assert rows["e2"]["_source_file"].endswith("/events/day=2026-01-01/events.json")
+    quarantined = tables.read(spark, ctx.root, tables.QUARANTINE).where("source = 'upload'").collect()
+    assert [(r["rule"], r["raw"]) for r in quarantined] == [("malformed", '{"event_id": "e9", "email": "jane@exa')]
+    assert quarantined[0]["source_file"].endswith("/upload/day=2026-01-01/cut.json")
+
+    # A rerun has nothing new: the poison no longer fails every run.
+    assert ingest_counts(run_stage("ingest", ctx))["ingest events"]["files"] == 0
+
+
+def test_an_int_that_overflows_or_is_nan_is_null_not_an_ansi_error(spark):
+    from cdp_spark.standardize.rules import StandardizeRules
+    from cdp_spark.standardize.silver import _standard
+
+    df = spark.createDataFrame(
+        [("3",), ("3.0",), ("1e1",), ("1e10",), ("NaN",), ("-Infinity",), ("abc",)], "items string"
+    )
+    got = [r[0] for r in df.select(_standard("items", "int", df, StandardizeRules())).collect()]
+    assert got == [3, 3, 10, None, None, None, None]
+
+
+def test_csv_columns_are_mapped_by_header_new_ones_kept_missing_ones_null(spark, tmp_path, caplog):
+    write(tmp_path, "crm", "a.csv", "customer_id,email,updated_at\nc1,a@example.com,2026-01-01\n")
+    write(tmp_path, "crm", "b.csv", "updated_at,email,customer_id\n2026-01-02,b@example.com,c2\n")  # reversed
+    write(tmp_path, "crm", "c.csv", "customer_id,email,updated_at,tier\nc3,c@example.com,2026-01-03,gold\n")
+    write(tmp_path, "crm", "d.csv", "Customer_ID,updated_at\nc4,2026-01-04\n")  # no email; other case
+    write(tmp_path, "crm", "e.csv", "customer_id,email,updated_at\nc5,e@example.com,2026-01-05,extra,cells\n")
+    ctx = context(spark, tmp_path, [CRM])
+
+    counts = ingest_counts(run_stage("ingest", ctx))["ingest crm"]
+
+    assert (counts["rows_read"], counts["rows_written"], counts["rows_quarantined"]) == (5, 4, 1)
+    bronze = tables.read(spark, ctx.root, tables.bronze("crm"))
+    got = sorted(tuple(r) for r in bronze.select("customer_id", "email", "updated_at", "tier").collect())
+    assert got == [
+        ("c1", "a@example.com", "2026-01-01", None),
+        ("c2", "b@example.com", "2026-01-02", None),
+        ("c3", "c@example.com", "2026-01-03", "gold"),
+        ("c4", None, "2026-01-04", None),
+    ]
+    assert "lack column(s) ['email']" in caplog.text and "bring new column(s) ['tier']" in caplog.text
+    quarantined = tables.read(spark, ctx.root, tables.QUARANTINE).where("source = 'crm'").collect()
+    assert [r["raw"] for r in quarantined] == ["c5,e@example.com,2026-01-05,extra,cells"]

@@ -17,11 +17,14 @@ capture, per-batch JSON inference for schemaless sources, schema merge) and so i
 
 from __future__ import annotations
 
+import csv
+import functools
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -132,6 +135,51 @@ def conform(batch: DataFrame, target: T.StructType | None, hints: dict[str, str]
     return batch.select(*columns, rescued.alias(RESCUED))
 
 
+# Characters Delta refuses in a column name (without column mapping), and the names the ingest adds itself.
+_INVALID_NAME = re.compile(r"[ ,;{}()\n\t=`]")
+INTERNAL = (*LINEAGE, RESCUED, CORRUPT, "_metadata")
+SOURCE_PREFIX = "src"
+
+
+def _has_invalid_names(data_type: T.DataType) -> bool:
+    if isinstance(data_type, T.StructType):
+        return any(_INVALID_NAME.search(f.name) or _has_invalid_names(f.dataType) for f in data_type.fields)
+    if isinstance(data_type, T.ArrayType):
+        return _has_invalid_names(data_type.elementType)
+    if isinstance(data_type, T.MapType):
+        return _has_invalid_names(data_type.valueType)
+    return False
+
+
+def safe_name(name: str, taken: set[str]) -> str:
+    """A source column's name as bronze keeps it: ``_`` for each character Delta refuses (space, comma,
+    backtick ...), ``src`` before a name the ingest uses itself (``_rescued_data`` -> ``src_rescued_data``),
+    ``_`` appended while it clashes with another column. Adds the name to ``taken``."""
+    new = _INVALID_NAME.sub("_", name)
+    if new in INTERNAL or new.startswith(f"{SOURCE_PREFIX}_") and new[len(SOURCE_PREFIX) :] in INTERNAL:
+        new = SOURCE_PREFIX + new
+    while new != name and new in taken:
+        new += "_"
+    taken.add(new)
+    return new
+
+
+def safe_columns(df: DataFrame, keep: tuple[str, ...] = ()) -> list[Column]:
+    """``df``'s columns under :func:`safe_name`; a nested object holding names Delta refuses is kept as its JSON
+    text. ``keep``: columns the reader added itself."""
+    taken = set(df.columns)
+    columns = []
+    for name in df.columns:
+        column = F.col(f"`{name.replace('`', '``')}`")
+        if name in keep:
+            columns.append(column)
+            continue
+        if _has_invalid_names(df.schema[name].dataType):
+            column = F.to_json(column)
+        columns.append(column.alias(safe_name(name, taken)))
+    return columns
+
+
 def with_lineage(df: DataFrame, batch: Batch, ingested_at: datetime) -> DataFrame:
     """Add ``_ingested_at``, ``_source_file`` (kept if the reader set it) and ``_batch_id``."""
     if "_source_file" not in df.columns:
@@ -204,13 +252,106 @@ def read_files(spark: SparkSession, source: SourceConfig, files: list[str]) -> D
         if source.format in ("csv", "json"):
             schema = schema.add(CORRUPT, T.StringType())
         reader = reader.schema(schema)
+    if source.format == "csv" and source.options.get("header", "false").lower() == "true" and source.schema_ddl:
+        return read_csv_by_header(spark, source, reader, files)
     if source.format == "csv":
         df = reader.csv(files)
     elif source.format == "json":
         df = reader.json(files)
+        if df.columns == [CORRUPT]:
+            # Not one line parsed (a single truncated line: an interrupted upload). Spark refuses queries on the
+            # corrupt-record column alone; every non-empty line is malformed, so read the lines as they are.
+            lines = spark.read.text(files)
+            path = lines.metadataColumn("_metadata").getField("file_path")
+            df = lines.select(F.col("value").alias(CORRUPT), path.alias("_source_file"))
+            return df.where(F.trim(CORRUPT) != "")
     else:
         df = reader.option("mergeSchema", "true").parquet(*files)
-    return df.withColumn("_source_file", F.col("_metadata.file_path"))
+    # The file path from the scan's metadata column, even when the data has a field named _metadata.
+    source_file = df.metadataColumn("_metadata").getField("file_path")
+    return df.select(*safe_columns(df, keep=(CORRUPT,)), source_file.alias("_source_file"))
+
+
+def csv_header(spark: SparkSession, path: str, options: dict[str, str]) -> list[str]:
+    """The column names in the first line of a CSV file (compressed files too): one short read on the driver."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    stream = hadoop_path.getFileSystem(conf).open(hadoop_path)
+    try:
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(hadoop_path)
+        if codec is not None:
+            stream = codec.createInputStream(stream)
+        encoding = options.get("encoding") or options.get("charset") or "UTF-8"
+        line = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, encoding)).readLine()
+    finally:
+        stream.close()
+    if line is None:
+        return []
+    line = line.lstrip("\ufeff")
+    sep = options.get("sep") or options.get("delimiter") or ","
+    if len(sep) != 1:
+        return line.split(sep)
+    return next(csv.reader([line], delimiter=sep, quotechar=options.get("quote", '"') or None), [])
+
+
+def read_csv_by_header(
+    spark: SparkSession, source: SourceConfig, reader: DataFrameReader, files: list[str]
+) -> DataFrame:
+    """CSV files read by the names in their headers, not by position: a file whose columns come in another order
+    loads each value into its own column. A declared column a file lacks is null (a warning); a column the
+    schema does not declare is kept as text (schema drift: bronze gains the column, a warning). Files are grouped
+    by header, one read per layout."""
+    declared = T._parse_datatype_string(source.schema_ddl)
+    by_lower = {f.name.lower(): f for f in declared.fields}
+    layouts: dict[tuple[str, ...], list[str]] = {}
+    for path in files:
+        layouts.setdefault(tuple(csv_header(spark, path, source.options)), []).append(path)
+    frames = []
+    for header, group in layouts.items():
+        if not header:
+            continue  # empty files: nothing to read
+        names = [name.strip() or f"_c{i}" for i, name in enumerate(header)]
+        if len({n.lower() for n in names}) != len(names):
+            raise ValueError(f"source {source.name}: {group[0]} repeats a column name in its header: {names}")
+        present = {n.lower(): n for n in names}
+        missing = [f.name for f in declared.fields if f.name.lower() not in present]
+        extra = [n for n in names if n.lower() not in by_lower]
+        if missing:
+            log.warning("[ingest] %s: %d file(s) lack column(s) %s: read as null (e.g. %s)",
+                        source.name, len(group), missing, group[0])  # fmt: skip
+        if extra:
+            log.warning("[ingest] %s: %d file(s) bring new column(s) %s: kept as text (e.g. %s)",
+                        source.name, len(group), extra, group[0])  # fmt: skip
+        schema = T.StructType(
+            [T.StructField(n, by_lower[n.lower()].dataType if n.lower() in by_lower else T.StringType()) for n in names]
+        ).add(CORRUPT, T.StringType())
+        df = reader.schema(schema).csv(group)
+        source_file = df.metadataColumn("_metadata").getField("file_path")
+
+        def col(name: str) -> Column:
+            return F.col(f"`{name.replace('`', '``')}`")
+
+        taken = {f.name for f in declared.fields} | set(INTERNAL)
+        frames.append(
+            df.select(
+                *[
+                    col(present[f.name.lower()]).alias(f.name)
+                    if f.name.lower() in present
+                    else F.lit(None).cast(f.dataType).alias(f.name)
+                    for f in declared.fields
+                ],
+                *[col(n).alias(safe_name(n, taken)) for n in extra],
+                CORRUPT,
+                source_file.alias("_source_file"),
+            )
+        )
+    if not frames:
+        empty = T.StructType(
+            [*declared.fields, T.StructField(CORRUPT, T.StringType()), T.StructField("_source_file", T.StringType())]
+        )
+        return spark.createDataFrame([], empty)
+    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
 def read_jdbc(spark: SparkSession, source: SourceConfig, low: str | None, high: str) -> DataFrame:

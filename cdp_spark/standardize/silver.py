@@ -224,7 +224,8 @@ def _standard(column: str, kind: str, df: DataFrame, rules: StandardizeRules) ->
     if kind == "double":
         return value.try_cast("double")
     if kind == "int":
-        return F.coalesce(value.try_cast("int"), value.try_cast("double").cast("int"))
+        # "3.0" and "1e1" are ints; "1e10" (overflow) and "NaN" are no int: null, never an ANSI error.
+        return F.coalesce(value.try_cast("int"), value.try_cast("double").try_cast("int"))
     if kind == "boolean":
         return _to_boolean(value)
     if kind == "lower":
