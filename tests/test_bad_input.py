@@ -4,6 +4,7 @@ error, not a silent zero-row success; a failed stage still records its metrics."
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,81 @@ def test_csv_columns_are_mapped_by_header_new_ones_kept_missing_ones_null(spark,
     assert "lack column(s) ['email']" in caplog.text and "bring new column(s) ['tier']" in caplog.text
     quarantined = tables.read(spark, ctx.root, tables.QUARANTINE).where("source = 'crm'").collect()
     assert [r["raw"] for r in quarantined] == ["c5,e@example.com,2026-01-05,extra,cells"]
+
+
+IDENTITY = """
+record_id: record_id
+identifiers:
+  - {name: email, column: email, priority: 1, limit: 5}
+hot_value_threshold: 15
+"""
+
+
+def records(spark, rows: list[tuple[str, str]]):
+    from cdp_spark.gold.features import contract_schema
+
+    schema = contract_schema("customer_records")
+    return spark.createDataFrame(
+        [{**dict.fromkeys(schema.fieldNames()), "record_id": rid, "email": email} for rid, email in rows], schema
+    )
+
+
+def lineage_events(spark, root: str) -> list[tuple]:
+    rows = tables.read(spark, root, tables.IDENTITY_LINEAGE).collect()
+    return sorted((r["cdp_id"], r["event"], tuple(r["previous_cdp_ids"] or ())) for r in rows)
+
+
+def test_a_crash_between_the_lineage_and_the_identity_map_loses_no_event_and_doubles_none(spark, tmp_path, monkeypatch):
+    from cdp_spark.identity import job as identity_job
+
+    (tmp_path / "identity.yaml").write_text(IDENTITY)
+    day1 = [("crm:1", "a@example.com"), ("crm:2", "a@example.com"), ("crm:3", "b@example.com")]
+    day2 = [*day1, ("crm:4", "a@example.com"), ("crm:5", "b@example.com"), ("web:9", None)]
+    day2 = [(r, "a@example.com" if r in ("crm:3", "crm:5") else e) for r, e in day2]  # b's records join a: merge
+
+    def dies_at_the_second_write(write):  # noqa: ANN001, ANN202
+        """The process dies between the map and the lineage writes, whichever the job does first."""
+
+        def wrapper(*args, **kwargs):
+            if args[2] in (tables.IDENTITY_MAP, tables.IDENTITY_LINEAGE):
+                writes.append(args[2])
+                if len(writes) == 2:
+                    raise SystemExit(9)
+            return write(*args, **kwargs)
+
+        return wrapper
+
+    def resolve_days(root: Path, crash: bool) -> None:
+        overrides = [f"lakehouse.root={root}", f"files.identity={tmp_path / 'identity.yaml'}"]
+        ctx = Context(load_config("conf", None, overrides), argparse.Namespace(), _spark=spark)
+        for rows in (day1, day2):
+            tables.overwrite(records(spark, rows), str(root), tables.CUSTOMER_RECORDS)
+            if crash:
+                writes.clear()
+                with monkeypatch.context() as patch:
+                    patch.setattr(
+                        identity_job, "_write_if_changed", dies_at_the_second_write(identity_job._write_if_changed)
+                    )
+                    patch.setattr(tables, "append", dies_at_the_second_write(tables.append))
+                    with contextlib.suppress(SystemExit):
+                        run_stage("resolve", ctx)
+            run_stage("resolve", ctx)
+            run_stage("resolve", ctx)  # and a rerun with nothing new
+
+    writes: list = []
+    resolve_days(tmp_path / "clean", crash=False)
+    resolve_days(tmp_path / "crashed", crash=True)
+
+    expected = lineage_events(spark, str(tmp_path / "clean"))
+    assert {e[1] for e in expected} >= {"created", "merged", "retired"}
+    assert lineage_events(spark, str(tmp_path / "crashed")) == expected
+    maps = [
+        sorted(
+            map(
+                tuple,
+                tables.read(spark, str(tmp_path / d), tables.IDENTITY_MAP).select("record_id", "cdp_id").collect(),
+            )
+        )
+        for d in ("clean", "crashed")
+    ]
+    assert maps[0] == maps[1]

@@ -7,6 +7,7 @@ import logging
 from functools import reduce
 from pathlib import Path
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -53,6 +54,16 @@ def _write_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
     return 1
 
 
+def lineage_transaction(spark: SparkSession, root: str) -> dict[str, str]:
+    """The Delta transaction of a lineage append: one per identity map version the events start from."""
+    if not tables.exists(spark, root, tables.IDENTITY_MAP):
+        return {"txnAppId": "cdp-resolve-lineage:new-map", "txnVersion": "0"}
+    history = DeltaTable.forPath(spark, tables.IDENTITY_MAP.path(root))
+    table_id = history.detail().first()["id"]
+    version = history.history(1).first()["version"]
+    return {"txnAppId": f"cdp-resolve-lineage:{table_id}", "txnVersion": str(version + 1)}
+
+
 def run(ctx: Context, stage: StageRun) -> None:
     args = ctx.args
     if getattr(args, "records", None):
@@ -86,6 +97,18 @@ def run(ctx: Context, stage: StageRun) -> None:
             F.count_if(F.col("status") != "accepted").alias("refused"),
         ).first()
         counts["edges_accepted"], counts["edges_refused"] = row["accepted"], row["refused"]
+        # The lineage of this map change is appended before the map is replaced: a crash in between leaves the
+        # old map, so the rerun computes the same events, and the append is idempotent per map version (Delta
+        # transaction id: the map table's id, and its version the events start from). Written after the map,
+        # a crash in between would lose the events (the rerun sees the new map: nothing changed).
+        lineage = (
+            result.lineage.withColumn("run_id", F.lit(stage.run_id))
+            .withColumn("recorded_at", F.current_timestamp())
+            .checkpoint()
+        )
+        counts["lineage_events"] = lineage.count()
+        if counts["lineage_events"]:
+            tables.append(lineage, root, tables.IDENTITY_LINEAGE, options=lineage_transaction(spark, root))
         counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP)
         if counts["map_changed"]:
             tables.overwrite(edges, root, tables.IDENTITY_EDGES)
@@ -98,15 +121,6 @@ def run(ctx: Context, stage: StageRun) -> None:
             F.lit(stage.run_id).alias("run_id"),
         )
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
-        # Checkpointed: counted, then appended, from one computation of the id assignment's joins.
-        lineage = (
-            result.lineage.withColumn("run_id", F.lit(stage.run_id))
-            .withColumn("recorded_at", F.current_timestamp())
-            .checkpoint()
-        )
-        counts["lineage_events"] = lineage.count()
-        if counts["lineage_events"]:
-            tables.append(lineage, root, tables.IDENTITY_LINEAGE)
         counts["guarded_values"] = result.guarded_values.count()
         counts["oversized_components"] = result.offending.count()
     if result.model is not None:
