@@ -10,20 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 from pyspark.sql import functions as F
+from test_ingest import CRM as CRM_SOURCE
 
 from cdp_spark import tables
 from cdp_spark.config import load_config
 from cdp_spark.ingest.job import SourcesFailed
 from cdp_spark.pipeline import Context, run_stage
 
-CRM = {
-    "name": "crm",
-    "format": "csv",
-    "path": "{sample}/crm",
-    "options": {"header": "true"},
-    "schema": "customer_id string, email string, updated_at string",
-    "business_key": ["customer_id"],
-}
+# The CRM source of the ingest tests, as a sources.yaml entry.
+CRM = CRM_SOURCE.model_dump(by_alias=True, exclude_defaults=True)
 EVENTS = {"name": "events", "format": "json", "path": "{sample}/events", "business_key": ["event_id"]}
 ORDERS = {"name": "orders", "format": "parquet", "path": "{sample}/orders", "business_key": ["order_id"]}
 
