@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.ingest.sources import SourceConfig
+from cdp_spark.lakefiles import LakeFiles
 
 log = logging.getLogger("cdp_spark")
 
@@ -216,11 +217,6 @@ def quarantine_rows(
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-
-
-def path_exists(spark: SparkSession, location: str) -> bool:
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path)
 
 
 def list_files(spark: SparkSession, location: str) -> list[str]:
@@ -441,7 +437,7 @@ def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path
     else:
         done = {f for r in log_rows if r["status"] == "committed" for f in (r["files"] or ())}
         location = source.location(sample_path)
-        if not source.allow_missing and not path_exists(spark, location):
+        if not source.allow_missing and not LakeFiles(spark).exists(location):
             raise FileNotFoundError(
                 f"source {source.name}: path {location} does not exist (a mistyped path? set allow_missing: true "
                 "on the source if it may not exist yet)"
@@ -459,14 +455,19 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
     if source.format == "jdbc":
         raw = read_jdbc(spark, source, batch.watermark_from, batch.watermark_to)
     else:
-        gone = [f for f in batch.files if not path_exists(spark, f)]
-        if gone:
+        try:
+            raw = read_files(spark, source, list(batch.files))
+        except Exception as exc:
+            # Only a failed read pays a look at every file: was one deleted between planning and reading?
+            files = LakeFiles(spark)
+            gone = [f for f in batch.files if not files.exists(f)]
+            if not gone:
+                raise
             raise FileNotFoundError(
                 f"source {source.name}: {len(gone)} file(s) of batch {batch.version}, planned and not yet read, are "
                 f"gone: {', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}; restore them (the batch is read as "
                 "planned, so nothing is ingested twice or skipped)"
-            )
-        raw = read_files(spark, source, list(batch.files))
+            ) from exc
     raw = raw.persist()
     try:
         has_corrupt = CORRUPT in raw.columns
