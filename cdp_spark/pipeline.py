@@ -34,8 +34,15 @@ class Context:
     @property
     def spark(self) -> SparkSession:
         if self._spark is None:
-            self._spark = build_session(self.config.spark, self.config.lakehouse)
+            self._spark = build_session(self.config.spark, self.config.lakehouse, self._jdbc_packages())
         return self._spark
+
+    def _jdbc_packages(self) -> tuple[str, ...]:
+        """The JDBC drivers the configured sources read with: one session serves every stage of a run."""
+        from cdp_spark.ingest.sources import jdbc_packages, load_sources  # the sources file is ingest's config
+
+        path = self.config.files.sources
+        return tuple(jdbc_packages(load_sources(path))) if Path(path).exists() else ()
 
     @property
     def root(self) -> str:

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
 GRAPHFRAMES_PACKAGE = "io.graphframes:graphframes-spark4_2.13:0.11.0"
-POSTGRES_JDBC_PACKAGE = "org.postgresql:postgresql:42.7.4"
 REQUIRED_PACKAGES = (DELTA_PACKAGE, GRAPHFRAMES_PACKAGE)
 JARS_REPOSITORIES_ENV = "CDP_SPARK_JARS_REPOSITORIES"
 
@@ -62,8 +61,9 @@ def _extra_repositories() -> list[str]:
 FAST_CASE_MAPPING = {"spark.sql.icu.caseMappings.enabled": "false"}
 
 
-def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
-    """The Spark settings of the embedded (local) runtime, before user ``spark.conf`` overrides."""
+def embedded_conf(spark_cfg: SparkConfig, packages: tuple[str, ...] = ()) -> dict[str, str]:
+    """The Spark settings of the embedded (local) runtime, before user ``spark.conf`` overrides; ``packages``:
+    Maven coordinates the configuration needs besides ``spark.packages`` (a JDBC source's driver)."""
     conf = {
         "spark.master": spark_cfg.master,
         "spark.app.name": spark_cfg.app_name,
@@ -92,7 +92,7 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
             raise JarsUnavailableError(f"spark.jars_dir {jars_dir}: no .jar files there")
         conf["spark.jars"] = ",".join(jars)
     else:
-        conf["spark.jars.packages"] = ",".join(dict.fromkeys([*REQUIRED_PACKAGES, *spark_cfg.packages]))
+        conf["spark.jars.packages"] = ",".join(dict.fromkeys([*REQUIRED_PACKAGES, *spark_cfg.packages, *packages]))
         conf["spark.jars.ivy"] = str(Path(spark_cfg.ivy_dir).expanduser())
         repositories = _extra_repositories()
         if repositories:
@@ -100,15 +100,16 @@ def embedded_conf(spark_cfg: SparkConfig) -> dict[str, str]:
     return conf
 
 
-def build_session(spark_cfg: SparkConfig, lakehouse: LakehouseConfig) -> SparkSession:
-    """Build (or join) the SparkSession for a cdp-spark run and set its checkpoint directory."""
+def build_session(spark_cfg: SparkConfig, lakehouse: LakehouseConfig, packages: tuple[str, ...] = ()) -> SparkSession:
+    """Build (or join) the SparkSession for a cdp-spark run and set its checkpoint directory; ``packages``: see
+    :func:`embedded_conf` (under spark-submit, ``--packages`` decides)."""
     submitted = _submitted_conf()
     builder = SparkSession.builder
     if submitted is None:
         # Arrow UDFs (phones, names, string similarity) run in Python workers: make them this
         # interpreter, which has the project's packages, not whatever python3 is first on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        for key, value in {**embedded_conf(spark_cfg), **spark_cfg.conf}.items():
+        for key, value in {**embedded_conf(spark_cfg, packages), **spark_cfg.conf}.items():
             builder = builder.config(key, value)
     else:
         log.info(

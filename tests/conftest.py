@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cdp_spark.config import LakehouseConfig, SparkConfig
-from cdp_spark.session import POSTGRES_JDBC_PACKAGE, build_session
+from cdp_spark.ingest.sources import KNOWN_JDBC_DRIVERS
+from cdp_spark.session import build_session
 
 pytest_plugins = ["ci_skips"]
 
@@ -39,7 +40,7 @@ TEST_SPARK = SparkConfig(
     app_name="cdp-spark-tests",
     driver_memory="2g",
     shuffle_partitions=1,
-    packages=[POSTGRES_JDBC_PACKAGE],  # for the JDBC source test against a real PostgreSQL
+    packages=[KNOWN_JDBC_DRIVERS["org.postgresql.Driver"]],  # for the JDBC source test against a real PostgreSQL
     conf={
         **TINY_DATA_CONF,
         "spark.databricks.delta.retentionDurationCheck.enabled": "false",

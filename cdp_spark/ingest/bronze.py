@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
@@ -84,9 +84,10 @@ class Batch:
 
 @dataclass(frozen=True)
 class BatchResult:
-    rows_read: int
+    rows_read: int  # new rows: rows_written + rows_quarantined
     rows_written: int
     rows_quarantined: int
+    rows_reread: int = 0  # JDBC look-back and NULL updated-at rows bronze already held unchanged: not written
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,41 +351,129 @@ def read_csv_by_header(
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
-def read_jdbc(spark: SparkSession, source: SourceConfig, low: str | None, high: str) -> DataFrame:
-    """Rows of the JDBC table with ``low < updated_at <= high`` (``low`` None: everything up to ``high``)."""
+def _jdbc_reader(spark: SparkSession, source: SourceConfig) -> DataFrameReader:
     jdbc = source.jdbc
+    loader = spark.sparkContext._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName(jdbc.driver, False, loader)
+    except Exception as exc:
+        package = jdbc.driver_package()
+        hint = f"--packages {package}" if package else "the driver's jar (set jdbc.package to its Maven coordinates)"
+        raise RuntimeError(
+            f"source {source.name}: the JDBC driver {jdbc.driver} is not on the classpath; under spark-submit add "
+            f"{hint}"
+        ) from exc
+    reader = spark.read.format("jdbc").option("url", jdbc.url).option("driver", jdbc.driver)
+    if jdbc.user:
+        reader = reader.option("user", jdbc.user)
+    if jdbc.password:
+        reader = reader.option("password", jdbc.password)
+    return reader
+
+
+@dataclass(frozen=True)
+class JdbcWatermarks:
+    low: str | None  # the oldest updated-at in the table
+    high: str | None  # the newest: the end of the next batch
+    nulls: int  # rows without an updated-at
+
+
+def jdbc_watermarks(spark: SparkSession, source: SourceConfig) -> JdbcWatermarks:
+    """The source's updated-at range and its count of NULLs: one aggregate query, one row read on the driver."""
     column = source.updated_at
-    condition = f"{column} <= TIMESTAMP '{high}'"
-    if low is not None:
-        condition = f"{column} > TIMESTAMP '{low}' AND " + condition
-    reader = (
-        spark.read.format("jdbc")
-        .option("url", jdbc.url)
-        .option("driver", jdbc.driver)
-        .option("query", f"SELECT * FROM {jdbc.table} WHERE {condition}")
-        .option("fetchsize", str(jdbc.fetch_size))
+    row = (
+        _jdbc_reader(spark, source)
+        .option(
+            "query",
+            f"SELECT CAST(MIN({column}) AS VARCHAR(40)) AS low, CAST(MAX({column}) AS VARCHAR(40)) AS high, "
+            f"COUNT(*) - COUNT({column}) AS nulls FROM {source.jdbc.table}",
+        )
+        .load()
+        .first()
     )
-    if jdbc.user:
-        reader = reader.option("user", jdbc.user)
-    if jdbc.password:
-        reader = reader.option("password", jdbc.password)
-    return reader.load().withColumn("_source_file", F.lit(f"jdbc:{jdbc.table}"))
+    return JdbcWatermarks(row["low"], row["high"], int(row["nulls"] or 0))
 
 
-def jdbc_high_watermark(spark: SparkSession, source: SourceConfig) -> str | None:
-    """The current maximum of the source's updated-at column (one value, read on the driver)."""
+def _timestamp(value: str, source: SourceConfig) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"source {source.name}: updated_at {source.updated_at} holds {value!r}, not a timestamp"
+        ) from exc
+
+
+def jdbc_read_from(source: SourceConfig, batch: Batch) -> str | None:
+    """Where the batch's read starts (exclusive): the last watermark minus the look-back window."""
+    if batch.watermark_from is None or not source.jdbc.lookback_seconds:
+        return batch.watermark_from
+    start = _timestamp(batch.watermark_from, source) - timedelta(seconds=source.jdbc.lookback_seconds)
+    return start.isoformat(sep=" ")
+
+
+def jdbc_predicates(source: SourceConfig, read_from: str | None, high: str, oldest: str | None) -> list[str]:
+    """One WHERE condition per parallel read: ``(read_from, high]`` in ``num_partitions`` equal time slices (the
+    first open below when there is no ``read_from``), plus the NULL updated-ats unless the source skips them."""
+    column, slices = source.updated_at, source.jdbc.num_partitions
+    start = read_from or oldest
+    bounds: list[str] = []
+    if slices > 1 and start is not None:
+        first, last = _timestamp(start, source), _timestamp(high, source)
+        step = (last - first) / slices
+        bounds = [(first + step * i).isoformat(sep=" ") for i in range(1, slices)] if step > timedelta(0) else []
+    edges = [read_from, *bounds, high]
+    predicates = []
+    for i, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False)):
+        condition = f"{column} <= TIMESTAMP '{hi}'"
+        if lo is not None:
+            condition = f"{column} > TIMESTAMP '{lo}' AND {condition}"
+        elif i > 0:
+            raise AssertionError("only the first slice is open below")
+        predicates.append(condition)
+    if source.jdbc.null_updated_at == "ingest_once":
+        predicates.append(f"{column} IS NULL")
+    return predicates
+
+
+def read_jdbc(spark: SparkSession, source: SourceConfig, batch: Batch, oldest: str | None = None) -> DataFrame:
+    """The batch's rows, read in parallel: ``updated_at`` in ``(watermark_from - lookback, watermark_to]`` (from the
+    start when there is no ``watermark_from``), and the rows without an updated-at unless the source skips them.
+    ``oldest``: the table's oldest updated-at, to slice a first batch evenly."""
     jdbc = source.jdbc
-    reader = (
-        spark.read.format("jdbc")
-        .option("url", jdbc.url)
-        .option("driver", jdbc.driver)
-        .option("query", f"SELECT CAST(MAX({source.updated_at}) AS VARCHAR(40)) AS high FROM {jdbc.table}")
+    predicates = jdbc_predicates(source, jdbc_read_from(source, batch), batch.watermark_to, oldest)
+    reader = _jdbc_reader(spark, source).option("fetchsize", str(jdbc.fetch_size))
+    # DataFrameReader.jdbc with predicates: one partition (one query, one connection) per condition.
+    properties = {k: v for k, v in (("user", jdbc.user), ("password", jdbc.password)) if v}
+    df = reader.jdbc(jdbc.url, jdbc.table, predicates=predicates, properties={**properties, "driver": jdbc.driver})
+    return df.withColumn("_source_file", F.lit(f"jdbc:{jdbc.table}"))
+
+
+def drop_already_ingested(
+    spark: SparkSession, root: str, source: SourceConfig, batch: Batch, rows: DataFrame, recent_batches: list[str]
+) -> DataFrame:
+    """Rows bronze does not hold unchanged yet: the look-back window and the NULL updated-at rows re-read rows
+    earlier batches took. A row is a duplicate when every column bronze shares with it has the same value
+    (SHA-256 of them as JSON); the same key with a change is a new version and kept. Only the bronze rows that can
+    match are read: those of ``recent_batches`` (the look-back window) and those without an updated-at."""
+    bronze_table = tables.bronze(source.name)
+    if not tables.exists(spark, root, bronze_table):
+        return rows
+    bronze = tables.read(spark, root, bronze_table)
+    types = {f.name: f.dataType for f in bronze.schema.fields}
+    shared = sorted(c for c in rows.columns if c in types and c not in (*LINEAGE, RESCUED, CORRUPT))
+    updated = F.col(source.updated_at)
+    candidates = bronze.where(
+        (F.col("_batch_id") != batch.batch_id)
+        & (F.col("_batch_id").isin(recent_batches) | updated.isNull() if recent_batches else updated.isNull())
     )
-    if jdbc.user:
-        reader = reader.option("user", jdbc.user)
-    if jdbc.password:
-        reader = reader.option("password", jdbc.password)
-    return reader.load().first()["high"]
+
+    def digest(df: DataFrame, cast: bool) -> Column:
+        values = [F.col(c).try_cast(types[c]).alias(c) if cast else F.col(c) for c in shared]
+        return F.sha2(F.to_json(F.struct(*values)), 256)
+
+    seen = candidates.select(digest(candidates, cast=False).alias("_digest")).distinct()
+    marked = rows.withColumn("_digest", digest(rows, cast=True))
+    return marked.join(seen, "_digest", "left_anti").drop("_digest")
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,6 +506,22 @@ def _append_log(
     tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG)
 
 
+def _recent_batches(spark: SparkSession, root: str, source: SourceConfig, batch: Batch) -> list[str]:
+    """The committed batches that may hold rows of this batch's look-back window (their range ends inside it)."""
+    read_from = jdbc_read_from(source, batch)
+    if read_from is None or read_from == batch.watermark_from:
+        return []
+    start = _timestamp(read_from, source)
+    return [
+        Batch(source.name, r["batch_version"]).batch_id
+        for r in _log_rows(spark, root, source.name)
+        if r["status"] == "committed"
+        and r["batch_version"] != batch.version
+        and r["watermark_to"] is not None
+        and _timestamp(r["watermark_to"], source) > start
+    ]
+
+
 def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path: str, run_id: str) -> Batch | None:
     """The batch to run now: an unfinished planned one, else the new files / watermark range, else None."""
     log_rows = _log_rows(spark, root, source.name)
@@ -430,10 +535,17 @@ def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path
     if source.format == "jdbc":
         last = max((r for r in log_rows if r["status"] == "committed"), key=lambda r: r["batch_version"], default=None)
         low = last["watermark_to"] if last else None
-        high = jdbc_high_watermark(spark, source)
-        if high is None or high == low:
+        marks = jdbc_watermarks(spark, source)
+        if marks.nulls:
+            if source.jdbc.null_updated_at == "skip":
+                log.warning("[ingest] %s: %d row(s) without %s are skipped (null_updated_at: skip)",
+                            source.name, marks.nulls, source.updated_at)  # fmt: skip
+            else:
+                log.info("[ingest] %s: %d row(s) without %s are read with each batch, kept once",
+                         source.name, marks.nulls, source.updated_at)  # fmt: skip
+        if marks.high is None or marks.high == low:
             return None
-        batch = Batch(source.name, version, watermark_from=low, watermark_to=high)
+        batch = Batch(source.name, version, watermark_from=low, watermark_to=marks.high)
     else:
         done = {f for r in log_rows if r["status"] == "committed" for f in (r["files"] or ())}
         location = source.location(sample_path)
@@ -452,8 +564,17 @@ def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path
 
 def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch, run_id: str) -> BatchResult:
     """Read the batch, write good rows to bronze and malformed rows to quarantine (idempotently), commit it."""
+    rows_reread, everything = 0, None
     if source.format == "jdbc":
-        raw = read_jdbc(spark, source, batch.watermark_from, batch.watermark_to)
+        slice_first = batch.watermark_from is None and source.jdbc.num_partitions > 1
+        raw = read_jdbc(spark, source, batch, jdbc_watermarks(spark, source).low if slice_first else None)
+        recent = _recent_batches(spark, root, source, batch)
+        if recent or source.jdbc.null_updated_at == "ingest_once":
+            everything = raw.persist()  # read from the database once
+            seen = everything.agg(F.count("*"), F.count_if(F.col(source.updated_at).isNull())).first()
+            rows_reread = seen[0]  # for now: every row read; less the new ones below
+            if recent or seen[1]:
+                raw = drop_already_ingested(spark, root, source, batch, everything, recent)
     else:
         try:
             raw = read_files(spark, source, list(batch.files))
@@ -475,6 +596,7 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
         malformed = F.count_if(F.col(CORRUPT).isNotNull()) if has_corrupt else F.lit(0)
         counted = raw.agg(F.count("*").alias("read"), malformed.alias("malformed")).first()
         rows_read, rows_quarantined = counted["read"], counted["malformed"]
+        rows_reread = max(rows_reread - rows_read, 0)
         rows_written = rows_read - rows_quarantined
         good = raw.where(F.col(CORRUPT).isNull()).drop(CORRUPT) if has_corrupt else raw
         bad = raw.where(F.col(CORRUPT).isNotNull()) if has_corrupt else raw.limit(0)
@@ -492,6 +614,8 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
             tables.append(rejected, root, tables.QUARANTINE, options=txn)
     finally:
         raw.unpersist()
-    result = BatchResult(rows_read, rows_written, rows_quarantined)
+        if everything is not None:
+            everything.unpersist()
+    result = BatchResult(rows_read, rows_written, rows_quarantined, rows_reread)
     _append_log(spark, root, batch, "committed", run_id, result)
     return result

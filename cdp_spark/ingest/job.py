@@ -43,6 +43,8 @@ def run(ctx: Context, stage: StageRun) -> None:
                     files=len(batch.files),
                     batch_version=batch.version,
                 )
+                if source.format == "jdbc":
+                    counts.update(rows_reread=result.rows_reread)
         except Exception as exc:  # noqa: BLE001 - reported below, after the healthy sources
             log.error("[ingest] %s failed, going on with the other sources: %s", source.name, failure_reason(exc))
             failures[source.name] = exc

@@ -13,14 +13,39 @@ from cdp_spark.standardize.rules import StandardizeRules
 SILVER_TABLES = ("customer_records", "orders", "events", "support_tickets", "email_engagement", "consent")
 
 
+# Maven coordinates of the JDBC drivers the runtime adds by itself for the driver class a source names.
+KNOWN_JDBC_DRIVERS = {"org.postgresql.Driver": "org.postgresql:postgresql:42.7.4"}
+
+
 class JdbcConfig(Strict):
     url: str
     table: str
     user: str | None = None
     password: str | None = None
     driver: str = "org.postgresql.Driver"
+    package: str | None = Field(
+        None,
+        description="Maven coordinates of the driver's jar, added to the Spark session "
+        "(default: known for org.postgresql.Driver; required for other drivers unless the jar is on the classpath)",
+    )
     fetch_size: int = Field(10_000, gt=0)
-    num_partitions: int = Field(1, gt=0)
+    num_partitions: int = Field(
+        1, gt=0, description="parallel reads: each batch's updated-at range is read as this many slices"
+    )
+    lookback_seconds: int = Field(
+        0,
+        ge=0,
+        description="re-read rows updated up to this long before the watermark, for rows committed late with an "
+        "older updated-at; rows bronze already holds unchanged are dropped",
+    )
+    null_updated_at: Literal["ingest_once", "skip"] = Field(
+        "ingest_once",
+        description="rows whose updated-at is NULL: read with every batch and kept when bronze does not hold them "
+        "unchanged yet (ingest_once), or left out with a warning (skip)",
+    )
+
+    def driver_package(self) -> str | None:
+        return self.package or KNOWN_JDBC_DRIVERS.get(self.driver)
 
 
 class SilverTarget(Strict):
@@ -69,6 +94,8 @@ class SourceConfig(Strict):
                 raise ValueError("a jdbc source needs a jdbc: {url, table, ...} section")
             if not self.updated_at:
                 raise ValueError("a jdbc source needs updated_at: the watermark column of incremental extraction")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.updated_at):
+                raise ValueError("a jdbc source's updated_at must name a timestamp column of the table")
         elif not self.path:
             raise ValueError(f"a {self.format} source needs a path")
         if self.format in ("csv",) and not self.schema_ddl:
@@ -96,6 +123,11 @@ class SourcesConfig(Strict):
             if source.name == name:
                 return source
         raise ConfigError(f"no source named {name!r}; known: {', '.join(s.name for s in self.sources)}")
+
+
+def jdbc_packages(sources: SourcesConfig) -> list[str]:
+    """The JDBC driver jars the sources need, as Maven coordinates."""
+    return sorted({p for s in sources.sources if s.jdbc is not None and (p := s.jdbc.driver_package())})
 
 
 def load_sources(path: str) -> SourcesConfig:
