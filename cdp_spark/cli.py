@@ -7,6 +7,7 @@ import logging
 import sys
 
 from cdp_spark.config import ConfigError, load_config
+from cdp_spark.lease import LakehouseBusy
 from cdp_spark.ops import configure_logging, failure_reason
 from cdp_spark.pipeline import PIPELINE, STAGES, Context, PipelineFailed, run_pipeline, run_stage
 from cdp_spark.redact import redact
@@ -14,7 +15,8 @@ from cdp_spark.session import JarsUnavailableError
 
 log = logging.getLogger("cdp_spark")
 
-EXIT_FAILED, EXIT_CONFIG = 1, 2
+# 3: another run holds the lakehouse (a scheduler may retry later).
+EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 1, 2, 3
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cdp-spark {args.stage}: config error:\n{redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
+    except LakehouseBusy as exc:
+        print(f"cdp-spark {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except JarsUnavailableError as exc:
         print(f"cdp-spark {args.stage}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED

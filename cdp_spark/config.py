@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cdp_spark.redact import redact
 
@@ -39,9 +39,29 @@ class Strict(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
+class LeaseConfig(Strict):
+    """One run at a time writes a lakehouse: the lease it holds (``<root>/_lease``) while a stage runs."""
+
+    enabled: bool = True
+    expiry_seconds: int = Field(
+        300, ge=10, description="a lease whose heartbeat is older is stale: the next run takes it over"
+    )
+    heartbeat_seconds: int = Field(30, gt=0, description="how often the holder renews its lease")
+    wait_seconds: int = Field(
+        0, ge=0, description="how long a run waits for a held lease before it fails naming the holder (0: at once)"
+    )
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> LeaseConfig:
+        if self.heartbeat_seconds * 2 > self.expiry_seconds:
+            raise ValueError("heartbeat_seconds must be at most half of expiry_seconds, or a live lease looks stale")
+        return self
+
+
 class LakehouseConfig(Strict):
     root: str = "lakehouse"
     checkpoint_dir: str | None = None
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
 
     def checkpoint(self, *parts: str) -> str:
         base = self.checkpoint_dir or f"{self.root.rstrip('/')}/_checkpoints"

@@ -6,6 +6,9 @@ request files, the generated hash key.
 
 from __future__ import annotations
 
+import os
+
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 
@@ -78,6 +81,43 @@ class LakeFiles:
         tmp = self._write_tmp(path, text)
         self.delete(path)
         self.rename(tmp, path)
+
+    def create_new(self, path: str, text: str) -> bool:
+        """Create ``path`` holding ``text`` only if no file is there: False, and nothing written, if one is. Atomic
+        where the file system's exclusive create is (local: O_EXCL; HDFS, ABFS, GCS: create without overwrite);
+        a reader may see the file before its text."""
+        fs, p = self._fs(path)
+        fs.mkdirs(p.getParent())
+        if fs.getUri().getScheme() == "file":
+            local = str(fs.makeQualified(p).toUri().getPath())
+            try:
+                descriptor = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+                out.write(text)
+            return True
+        try:
+            out = fs.create(p, False)
+        except Py4JJavaError as exc:
+            if "FileAlreadyExistsException" in str(exc.java_exception.getClass().getName()):
+                return False
+            raise
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        return True
+
+    def overwrite(self, path: str, text: str) -> None:
+        """Replace the file's text in place (no moment without the file, unlike :meth:`write_text`); a reader may see
+        it part written."""
+        fs, p = self._fs(path)
+        out = fs.create(p, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
 
     def write_private(self, path: str, text: str) -> None:
         """Write a file only its owner may read (mode 0600 where the file system has permissions, set before

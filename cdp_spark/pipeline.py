@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from cdp_spark.config import CdpConfig, ConfigError
+from cdp_spark.lease import LakehouseLease, LeaseLost
 from cdp_spark.ops import StageRun, failure_reason, new_run_id
 from cdp_spark.report import RunReport, StageOutcome
 from cdp_spark.session import build_session
@@ -30,6 +32,7 @@ class Context:
     config: CdpConfig
     args: argparse.Namespace = field(default_factory=argparse.Namespace)
     _spark: SparkSession | None = None
+    _lease: LakehouseLease | None = None
 
     @property
     def spark(self) -> SparkSession:
@@ -47,6 +50,27 @@ class Context:
     @property
     def root(self) -> str:
         return self.config.lakehouse.root
+
+    @contextmanager
+    def lease(self, command: str) -> Iterator[None]:
+        """Hold the lakehouse's lease (:mod:`cdp_spark.lease`) for ``command``; inside a run, its stages share the
+        run's lease."""
+        if self._lease is not None or not self.config.lakehouse.lease.enabled:
+            yield
+            return
+        lease = LakehouseLease(self.spark, self.root, self.config.lakehouse.lease, command)
+        lease.acquire()
+        self._lease = lease
+        try:
+            yield
+            lease.check()
+        finally:
+            self._lease = None
+            lease.release()
+
+    def check_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.check()
 
 
 StageFn = Callable[[Context, StageRun], None]
@@ -96,18 +120,24 @@ def run_stage(name: str, ctx: Context) -> StageRun:
     """
     stage_fn = STAGES[name].load()
     run = StageRun(stage=name)
-    log.info("stage %s: run %s", name, run.run_id)
-    try:
+    if name == "generate":  # writes sample files, not the lakehouse
         stage_fn(ctx, run)
-    except Exception:
-        if name != "generate" and ctx._spark is not None:
-            run.record("stage", "failed", 1)
-            try:
-                run.save(ctx.spark, ctx.root)
-            except Exception as exc:  # noqa: BLE001 - the stage's own error is the one to raise
-                log.warning("stage %s: its metrics could not be recorded: %s", name, failure_reason(exc))
-        raise
-    if name != "generate":
+        return run
+    with ctx.lease(f"cdp-spark {name}"):  # the metrics are written under the lease too
+        log.info("stage %s: run %s", name, run.run_id)
+        try:
+            stage_fn(ctx, run)
+            ctx.check_lease()
+        except LeaseLost:
+            raise  # another run owns the lakehouse now: write nothing more
+        except Exception:
+            if ctx._spark is not None:
+                run.record("stage", "failed", 1)
+                try:
+                    run.save(ctx.spark, ctx.root)
+                except Exception as exc:  # noqa: BLE001 - the stage's own error is the one to raise
+                    log.warning("stage %s: its metrics could not be recorded: %s", name, failure_reason(exc))
+            raise
         run.save(ctx.spark, ctx.root)
     return run
 
@@ -141,6 +171,11 @@ def run_pipeline(ctx: Context) -> list[StageRun]:
     :class:`PipelineFailed` naming the stage, from the stage's exception.
     """
     stages = pipeline_stages(getattr(ctx.args, "from_stage", None), getattr(ctx.args, "to_stage", None))
+    with ctx.lease("cdp-spark run " + " -> ".join(stages)):
+        return _run_stages(ctx, stages)
+
+
+def _run_stages(ctx: Context, stages: list[str]) -> list[StageRun]:
     report = RunReport(run_id=new_run_id())
     runs: list[StageRun] = []
     for name in stages:

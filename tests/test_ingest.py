@@ -160,10 +160,10 @@ def test_run_killed_after_bronze_write_is_completed_once(spark, tmp_path, lakeho
 
     original_append_log = bronze._append_log
 
-    def die_before_commit(spark_, root_, batch, status, run_id, result):
+    def die_before_commit(spark_, root_, batch, status, run_id, result, **options):
         if status == "committed":
             raise RuntimeError("killed")
-        original_append_log(spark_, root_, batch, status, run_id, result)
+        original_append_log(spark_, root_, batch, status, run_id, result, **options)
 
     monkeypatch.setattr(bronze, "_append_log", die_before_commit)
     with pytest.raises(RuntimeError, match="killed"):

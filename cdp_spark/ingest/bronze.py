@@ -487,8 +487,18 @@ def _log_rows(spark: SparkSession, root: str, source: str) -> list:
     return tables.read(spark, root, tables.INGEST_LOG).where(F.col("source") == source).collect()
 
 
+class BatchPlanConflict(RuntimeError):
+    """Another ingest planned the same batch number of a source first (two ingests at once without the lease)."""
+
+
 def _append_log(
-    spark: SparkSession, root: str, batch: Batch, status: str, run_id: str, result: BatchResult | None
+    spark: SparkSession,
+    root: str,
+    batch: Batch,
+    status: str,
+    run_id: str,
+    result: BatchResult | None,
+    options: dict[str, str] | None = None,
 ) -> None:
     row = (
         batch.source,
@@ -503,7 +513,30 @@ def _append_log(
         run_id,
         datetime.now(UTC).replace(tzinfo=None),
     )
-    tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG)
+    tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG, options=options)
+
+
+def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> None:
+    """Record ``batch`` as planned, atomically: the plan's log row is a Delta transaction numbered by the batch
+    (``cdp-ingest-plan-<source>``), so of two ingests planning the same number only one row lands (Delta skips
+    or refuses the other); the loser finds another run's plan and raises :class:`BatchPlanConflict` instead of
+    reading files it never recorded."""
+    txn = {"txnAppId": f"cdp-ingest-plan-{batch.source}", "txnVersion": str(batch.version)}
+    try:
+        _append_log(spark, root, batch, "planned", run_id, None, options=txn)
+    except Exception as exc:
+        if "ConcurrentTransaction" not in type(exc).__name__ + str(exc):
+            raise
+    owners = {
+        r["run_id"]
+        for r in _log_rows(spark, root, batch.source)
+        if r["batch_version"] == batch.version and r["status"] == "planned"
+    }
+    if owners != {run_id}:
+        raise BatchPlanConflict(
+            f"source {batch.source}: batch {batch.version} was planned by run {', '.join(sorted(owners - {run_id}))} "
+            "at the same time (two ingests without the lakehouse lease?); rerun: it resumes that plan"
+        )
 
 
 def _recent_batches(spark: SparkSession, root: str, source: SourceConfig, batch: Batch) -> list[str]:
@@ -558,7 +591,7 @@ def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path
         if not new_files:
             return None
         batch = Batch(source.name, version, files=new_files)
-    _append_log(spark, root, batch, "planned", run_id, None)
+    record_plan(spark, root, batch, run_id)
     return batch
 
 
