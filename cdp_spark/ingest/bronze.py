@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -487,6 +488,15 @@ def _log_rows(spark: SparkSession, root: str, source: str) -> list:
     return tables.read(spark, root, tables.INGEST_LOG).where(F.col("source") == source).collect()
 
 
+def ingest_log_by_source(spark: SparkSession, root: str) -> dict[str, list]:
+    """Every source's ``ops.ingest_log`` rows, in one read (a run plans all its sources from it)."""
+    by_source: dict[str, list] = {}
+    if tables.exists(spark, root, tables.INGEST_LOG):
+        for row in tables.read(spark, root, tables.INGEST_LOG).collect():
+            by_source.setdefault(row["source"], []).append(row)
+    return by_source
+
+
 class BatchPlanConflict(RuntimeError):
     """Another ingest planned the same batch number of a source first (two ingests at once without the lease)."""
 
@@ -519,24 +529,28 @@ def _append_log(
 def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> None:
     """Record ``batch`` as planned, atomically: the plan's log row is a Delta transaction numbered by the batch
     (``cdp-ingest-plan-<source>``), so of two ingests planning the same number only one row lands (Delta skips
-    or refuses the other); the loser finds another run's plan and raises :class:`BatchPlanConflict` instead of
-    reading files it never recorded."""
-    txn = {"txnAppId": f"cdp-ingest-plan-{batch.source}", "txnVersion": str(batch.version)}
+    or refuses the other); the loser finds its commit missing from the table's history and raises
+    :class:`BatchPlanConflict` instead of reading files it never recorded. (The history is read, not the table:
+    reading the table again would rebuild its snapshot once more per source.)"""
+    marker = f"cdp-ingest plan {batch.batch_id} run {run_id}"
+    txn = {"txnAppId": f"cdp-ingest-plan-{batch.source}", "txnVersion": str(batch.version), "userMetadata": marker}
     try:
         _append_log(spark, root, batch, "planned", run_id, None, options=txn)
     except Exception as exc:
         if "ConcurrentTransaction" not in type(exc).__name__ + str(exc):
             raise
-    owners = {
+    history = DeltaTable.forPath(spark, tables.INGEST_LOG.path(root)).history(20).select("userMetadata")
+    if any(r["userMetadata"] == marker for r in history.collect()):
+        return
+    winners = {
         r["run_id"]
         for r in _log_rows(spark, root, batch.source)
         if r["batch_version"] == batch.version and r["status"] == "planned"
     }
-    if owners != {run_id}:
-        raise BatchPlanConflict(
-            f"source {batch.source}: batch {batch.version} was planned by run {', '.join(sorted(owners - {run_id}))} "
-            "at the same time (two ingests without the lakehouse lease?); rerun: it resumes that plan"
-        )
+    raise BatchPlanConflict(
+        f"source {batch.source}: batch {batch.version} was planned by run {', '.join(sorted(winners))} at the same "
+        "time (two ingests without the lakehouse lease?); rerun: it resumes that plan"
+    )
 
 
 def _recent_batches(spark: SparkSession, root: str, source: SourceConfig, batch: Batch) -> list[str]:
@@ -555,9 +569,13 @@ def _recent_batches(spark: SparkSession, root: str, source: SourceConfig, batch:
     ]
 
 
-def plan_batch(spark: SparkSession, root: str, source: SourceConfig, sample_path: str, run_id: str) -> Batch | None:
-    """The batch to run now: an unfinished planned one, else the new files / watermark range, else None."""
-    log_rows = _log_rows(spark, root, source.name)
+def plan_batch(
+    spark: SparkSession, root: str, source: SourceConfig, sample_path: str, run_id: str, log_rows: list | None = None
+) -> Batch | None:
+    """The batch to run now: an unfinished planned one, else the new files / watermark range, else None.
+    ``log_rows``: the source's ``ops.ingest_log`` rows if already read (:func:`ingest_log_by_source`)."""
+    if log_rows is None:
+        log_rows = _log_rows(spark, root, source.name)
     committed = {r["batch_version"] for r in log_rows if r["status"] == "committed"}
     planned = [r for r in log_rows if r["status"] == "planned" and r["batch_version"] not in committed]
     if planned:

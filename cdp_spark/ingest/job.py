@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from cdp_spark.ingest.bronze import plan_batch, run_batch
+from cdp_spark.ingest.bronze import ingest_log_by_source, plan_batch, run_batch
 from cdp_spark.ingest.sources import load_sources
 from cdp_spark.ops import StageRun, failure_reason
 from cdp_spark.pipeline import Context
@@ -28,10 +28,13 @@ class SourcesFailed(RuntimeError):
 def run(ctx: Context, stage: StageRun) -> None:
     sources = load_sources(ctx.config.files.sources)
     failures: dict[str, Exception] = {}
+    log_rows = ingest_log_by_source(ctx.spark, ctx.root)  # one read plans every source
     for source in sources.sources:
         try:
             with stage.step(f"ingest {source.name}") as counts:
-                batch = plan_batch(ctx.spark, ctx.root, source, ctx.config.sample.path, stage.run_id)
+                batch = plan_batch(
+                    ctx.spark, ctx.root, source, ctx.config.sample.path, stage.run_id, log_rows.get(source.name, [])
+                )
                 if batch is None:
                     counts.update(rows_read=0, rows_written=0, rows_quarantined=0, files=0)
                     continue
