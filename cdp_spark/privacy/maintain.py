@@ -120,10 +120,10 @@ def maintain_table(spark: SparkSession, root: str, table: tables.Table, config: 
     """Purge, optimize and vacuum one table; returns its size before and after."""
     path = table.path(root)
     schema = spark.read.format("delta").load(path).schema
-    detail = table_detail(spark, path)
-    partitions = list(detail.get("partitionColumns") or [])
-    sync_properties(spark, path, wanted_properties(table, schema, partitions, config), detail["properties"] or {})
     before = table_detail(spark, path)
+    partitions = list(before.get("partitionColumns") or [])
+    if sync_properties(spark, path, wanted_properties(table, schema, partitions, config), before["properties"] or {}):
+        before = table_detail(spark, path)
     properties = before.get("properties") or {}
     purged = False
     if config.purge_deletion_vectors and str(properties.get("delta.enableDeletionVectors", "false")).lower() == "true":
@@ -133,7 +133,7 @@ def maintain_table(spark: SparkSession, root: str, table: tables.Table, config: 
     keys: list[str] = []
     optimized = False
     if config.optimize and before["numFiles"] > 1:
-        keys = zorder_columns(table, schema, list(before.get("partitionColumns") or []))
+        keys = zorder_columns(table, schema, partitions)
         if keys:
             delta_table.optimize().executeZOrderBy(*keys)
         else:
@@ -141,7 +141,8 @@ def maintain_table(spark: SparkSession, root: str, table: tables.Table, config: 
         optimized = True
     delta_table.vacuum(float(config.retention_hours))
     clean_log(spark, path)
-    after = table_detail(spark, path)
+    # VACUUM removes only files no current row is in: the current size changes only by a purge or an OPTIMIZE.
+    after = table_detail(spark, path) if purged or optimized else before
     return TableMaintenance(
         table.full_name,
         int(before["numFiles"]),
