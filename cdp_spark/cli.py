@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--as-of", help="as-of date YYYY-MM-DD for profiles/scores/segments")
     run_parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="start at this stage (default: ingest)")
     run_parser.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage (default: activate)")
+    check_parser = sub.add_parser("check", help="validate every config file and their cross-references, without Spark")
+    _common(check_parser)
     return parser
 
 
@@ -93,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     ctx = Context(config=config, args=args)
     try:
-        if args.stage == "run":
+        if args.stage == "check":
+            from cdp_spark.check import checked_files  # imports every stage's config: only for this command
+
+            ctx.check_config()
+            print(f"config ok: {len(checked_files(config))} files checked")
+        elif args.stage == "run":
             run_pipeline(ctx)
         else:
             run_stage(args.stage, ctx)

@@ -33,6 +33,7 @@ class Context:
     args: argparse.Namespace = field(default_factory=argparse.Namespace)
     _spark: SparkSession | None = None
     _lease: LakehouseLease | None = None
+    _config_checked: bool = False
 
     @property
     def spark(self) -> SparkSession:
@@ -67,6 +68,15 @@ class Context:
         finally:
             self._lease = None
             lease.release()
+
+    def check_config(self) -> None:
+        """Every config file and their cross-references (:mod:`cdp_spark.check`), once per context: a typo in
+        destinations.yaml fails the run before ingest, not after training."""
+        if not self._config_checked:
+            from cdp_spark.check import raise_if_invalid  # imports every stage's config models
+
+            raise_if_invalid(self.config)
+            self._config_checked = True
 
     def check_lease(self) -> None:
         if self._lease is not None:
@@ -123,6 +133,7 @@ def run_stage(name: str, ctx: Context) -> StageRun:
     if name == "generate":  # writes sample files, not the lakehouse
         stage_fn(ctx, run)
         return run
+    ctx.check_config()
     with ctx.lease(f"cdp-spark {name}"):  # the metrics are written under the lease too
         log.info("stage %s: run %s", name, run.run_id)
         try:
@@ -171,6 +182,7 @@ def run_pipeline(ctx: Context) -> list[StageRun]:
     :class:`PipelineFailed` naming the stage, from the stage's exception.
     """
     stages = pipeline_stages(getattr(ctx.args, "from_stage", None), getattr(ctx.args, "to_stage", None))
+    ctx.check_config()
     with ctx.lease("cdp-spark run " + " -> ".join(stages)):
         return _run_stages(ctx, stages)
 

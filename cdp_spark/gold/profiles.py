@@ -124,5 +124,10 @@ def golden_profiles(
         .select("cdp_id", *golden, provenance, "first_seen", "last_seen", "sources", "record_count")
         .join(resolve_consent(addresses), on="cdp_id", how="left")
     )
+    return profiles.select(*profile_columns(attributes))
+
+
+def profile_columns(attributes: dict) -> list[str]:
+    """gold.customer_profile's columns, in order, for the survivorship attributes of conf/profiles.yaml."""
     extra = [c for n, r in attributes.items() for c in output_columns(n, r) if c not in _PROFILE_HEAD]
-    return profiles.select(*_PROFILE_HEAD, *extra, *_PROFILE_TAIL, "provenance")
+    return [*_PROFILE_HEAD, *extra, *_PROFILE_TAIL, "provenance"]
