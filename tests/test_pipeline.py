@@ -4,7 +4,7 @@ The pipeline runs once, in this process, on tiny sample data in a temp folder (`
 same sample is made to fail in a middle stage and then resumed: it must end with the same tables. The notebooks
 find the first lakehouse through their parameters (``CDP_NOTEBOOK_ROOT`` and ``CDP_NOTEBOOK_SET``, the same
 ``--set`` overrides the pipeline ran with), so what a data scientist opens after ``make demo`` is what CI
-executes, each notebook in its own kernel (and so its own JVM).
+executes, the three in one kernel (one JVM), each from an empty namespace.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import yaml
 from chispa import assert_df_equality
 from conftest import TEST_SPARK, TINY_DATA_CONF
 from delta.tables import DeltaTable
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -223,17 +225,25 @@ def expected_lines(name: str, spark, root: str) -> list[str]:  # noqa: ANN001
     return ["the current definitions reproduce the stored membership: True (0 differences)"]
 
 
+@pytest.fixture(scope="module")
+def kernel(kernel_env) -> Iterator[KernelManager]:
+    """One kernel, so one Spark JVM, for the three notebooks (each started its own: ~15 s each). Each notebook
+    starts from an empty namespace (``%reset``): a notebook that relies on another's variables still fails."""
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=kernel_env, cwd=str(NOTEBOOK_DIR))  # the folder Jupyter starts the kernel in
+    try:
+        yield manager
+    finally:
+        manager.shutdown_kernel(now=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, kernel_env, spark):
+def test_notebook_runs_top_to_bottom(name, kernel, kernel_env, spark):
     notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},  # the folder Jupyter starts the kernel in
-    )
-    client.execute(env=kernel_env)  # raises CellExecutionError with the failing cell and its traceback
+    notebook.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
+    client = NotebookClient(notebook, km=kernel, timeout=600)
+    client.execute()  # raises CellExecutionError with the failing cell and its traceback
     images = [
         output
         for cell in notebook.cells
