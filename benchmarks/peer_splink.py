@@ -119,7 +119,7 @@ def splink_spec(identity_path: str) -> dict[str, Any]:
         "em_max_iterations": prob.em_max_iterations,
         "em_tolerance": prob.em_tolerance,
         "prior_match_probability": prob.prior_match_probability,
-        "seed": SEED,
+        "seed": prob.seed,
     }
 
 

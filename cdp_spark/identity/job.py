@@ -85,7 +85,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         )
         counts["records"] = records.count()
     with stage.step("resolve") as counts:
-        result = resolve(spark, records, config, previous, facts, run_id=stage.run_id, seed=ctx.config.sample.seed)
+        result = resolve(spark, records, config, previous, facts, run_id=stage.run_id)
         identity_map = result.identity_map.checkpoint()
         row = identity_map.agg(F.count("*").alias("vertices"), F.countDistinct("cdp_id").alias("cdp_ids")).first()
         counts["vertices"], counts["cdp_ids"] = row["vertices"], row["cdp_ids"]
@@ -139,7 +139,7 @@ def run_on_file(ctx: Context, stage: StageRun) -> None:
     config = load_identity(args.config).model_copy(update={"record_id": args.id_column})
     with stage.step("resolve file") as counts:
         records = _read_records_file(spark, args.records)
-        result = resolve(spark, records, config, run_id=stage.run_id, seed=ctx.config.sample.seed)
+        result = resolve(spark, records, config, run_id=stage.run_id)
         out = args.out.rstrip("/")
         result.identity_map.select(F.col("record_id"), "cdp_id").write.mode("overwrite").parquet(f"{out}/identity_map")
         result.edges.write.mode("overwrite").parquet(f"{out}/edges")

@@ -72,6 +72,7 @@ class ProbabilisticConfig(Strict):
         0.99, gt=0, lt=1, description="a match PROBABILITY: pairs with match_probability >= this become edges"
     )
     max_pairs_for_u: int = Field(1_000_000, gt=0, description="random record pairs counted to estimate u")
+    seed: int = Field(42, description="seeds the random pairs of u: the same records train the same model")
     em_max_iterations: int = Field(1000, gt=0, description="EM runs on the driver over a few hundred rows: cheap")
     em_tolerance: float = Field(
         1e-4, gt=0, description="stop when no m moves by more than this and lambda by less than this, relatively"

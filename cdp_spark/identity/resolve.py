@@ -32,7 +32,7 @@ class ResolveResult:
 
 
 def probabilistic_edges(
-    records: DataFrame, config: IdentityConfig, seed: int
+    records: DataFrame, config: IdentityConfig
 ) -> tuple[DataFrame, probabilistic.FittedModel, DataFrame]:
     """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones.
 
@@ -45,7 +45,7 @@ def probabilistic_edges(
         probabilistic.candidate_pairs(records, settings, config.record_id), settings
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        model = probabilistic.train(records, settings, config.record_id, seed=seed, vectors=vectors)
+        model = probabilistic.train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
     except BaseException:
         vectors.unpersist()
         raise
@@ -67,7 +67,6 @@ def resolve(
     previous_map: DataFrame | None = None,
     facts: dict[str, DataFrame] | None = None,
     run_id: str = "adhoc",
-    seed: int = 42,
 ) -> ResolveResult:
     """Resolve ``records`` (any schema: the columns are named in ``config``) into stable cdp_ids."""
     missing = [r.column for r in config.identifiers if r.column and r.column not in records.columns]
@@ -88,7 +87,7 @@ def resolve(
     if config.probabilistic is not None:
         try:
             with progress("[resolve] probabilistic model (u from random pairs, m by EM)"):
-                prob_edges, model, vectors = probabilistic_edges(records, config, seed)
+                prob_edges, model, vectors = probabilistic_edges(records, config)
             edges = edges.unionByName(prob_edges)
         except probabilistic.NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
