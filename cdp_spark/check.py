@@ -5,9 +5,9 @@ files, before any stage runs: a destination naming a segment that does not exist
 expectation naming a column its table lacks, a source mapping a column onto a silver contract that has no such
 column, identity, survivorship or churn settings naming columns that silver or gold never holds.
 
-The columns come from where the stages declare them: the silver contracts (``standardize.silver.SILVER``),
+The columns come from where they are declared: the silver contracts (``silver.SILVER``),
 ``gold.customer_profile`` as ``gold.profiles`` selects it (with the attributes of conf/profiles.yaml), the
-features (``gold.features.FEATURES``) and the scores (``ml.scoring.SCORE_COLUMNS``).
+features (``features.FEATURES``) and the scores (``ml.scoring.SCORE_COLUMNS``).
 
 SQL conditions (segments, expectations, a fact's ``record_id``) are read by :func:`sql_columns`, a tokenizer,
 not Spark's parser: it finds the unqualified names a condition reads and checks that quotes and parentheses
@@ -26,17 +26,17 @@ from typing import TypeVar
 from cdp_spark import tables
 from cdp_spark.activation.config import DestinationsConfig, check_destinations, load_destinations
 from cdp_spark.config import CdpConfig, ConfigError
-from cdp_spark.gold.features import FEATURE_NAMES
+from cdp_spark.features import FEATURE_NAMES
 from cdp_spark.gold.profiles import profile_columns
 from cdp_spark.gold.survivorship import ProfilesConfig, load_profiles, record_columns
 from cdp_spark.identity.probabilistic import parse_blocking_rule
 from cdp_spark.identity.rules import IdentityConfig, load_identity
-from cdp_spark.ingest.sources import SourcesConfig, load_sources
 from cdp_spark.ml.config import ModelsConfig, load_models
 from cdp_spark.ml.scoring import SCORE_COLUMNS
 from cdp_spark.segments.config import SegmentsConfig, load_segments
+from cdp_spark.silver import SILVER, check_target
+from cdp_spark.sources import SourcesConfig, load_sources
 from cdp_spark.standardize.expectations import ExpectationsConfig, load_expectations
-from cdp_spark.standardize.silver import SILVER, check_target
 
 M = TypeVar("M")
 

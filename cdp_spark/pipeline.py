@@ -43,7 +43,7 @@ class Context:
 
     def _jdbc_packages(self) -> tuple[str, ...]:
         """The JDBC drivers the configured sources read with: one session serves every stage of a run."""
-        from cdp_spark.ingest.sources import jdbc_packages, load_sources  # the sources file is ingest's config
+        from cdp_spark.sources import jdbc_packages, load_sources
 
         path = self.config.files.sources
         return tuple(jdbc_packages(load_sources(path))) if Path(path).exists() else ()

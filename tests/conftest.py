@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cdp_spark.config import LakehouseConfig, SparkConfig
-from cdp_spark.ingest.sources import KNOWN_JDBC_DRIVERS
 from cdp_spark.session import build_session
+from cdp_spark.sources import KNOWN_JDBC_DRIVERS
 
 pytest_plugins = ["ci_skips"]
 

@@ -12,7 +12,7 @@ from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from cdp_spark import tables
+from cdp_spark import exports, tables
 from cdp_spark.activation import export
 from cdp_spark.activation.config import Destination, DestinationsConfig, check_destinations, load_destinations
 from cdp_spark.activation.export import audience, export_id, run_export
@@ -306,9 +306,9 @@ def test_ordinary_destination_paths_are_accepted(path):
     ["../../silver/customer_records", "adds-00000.csv/../../x", "_delta_log", "members-00000.csv.bak", None, 7],
 )
 def test_a_manifest_may_only_name_export_files_of_its_own_folder(name):
-    with pytest.raises(export.UnsafePath, match="refused"):
-        export.export_file("/lake/exports/ads/20260228-0123456789ab", name, "m.json")
-    assert export.export_file("/x/20260228-0123456789ab", "removes-00001.jsonl", "m.json").endswith(
+    with pytest.raises(exports.UnsafePath, match="refused"):
+        exports.export_file("/lake/exports/ads/20260228-0123456789ab", name, "m.json")
+    assert exports.export_file("/x/20260228-0123456789ab", "removes-00001.jsonl", "m.json").endswith(
         "/removes-00001.jsonl"
     )
 
@@ -317,8 +317,9 @@ def test_a_manifest_may_only_name_export_files_of_its_own_folder(name):
     "folder", ["/lake/exports/ads/../../silver", "/lake/silver/customer_records", "/lake/exports/.."]
 )
 def test_an_export_folder_from_the_audit_log_must_be_an_export_folder(folder):
-    with pytest.raises(export.UnsafePath, match="refused"):
-        export.export_folder(folder)
+    with pytest.raises(exports.UnsafePath, match="refused"):
+        exports.export_folder(folder)
     assert (
-        export.export_folder("s3a://b/exports/ads/20260228-0123456789ab") == "s3a://b/exports/ads/20260228-0123456789ab"
+        exports.export_folder("s3a://b/exports/ads/20260228-0123456789ab")
+        == "s3a://b/exports/ads/20260228-0123456789ab"
     )

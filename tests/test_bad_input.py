@@ -137,8 +137,8 @@ def test_poison_json_keys_and_a_file_of_one_truncated_line_never_fail_the_batch(
 
 
 def test_an_int_that_overflows_or_is_nan_is_null_not_an_ansi_error(spark):
-    from cdp_spark.standardize.rules import StandardizeRules
-    from cdp_spark.standardize.silver import _standard
+    from cdp_spark.normalize.rules import StandardizeRules
+    from cdp_spark.silver import _standard
 
     df = spark.createDataFrame(
         [("3",), ("3.0",), ("1e1",), ("1e10",), ("NaN",), ("-Infinity",), ("abc",)], "items string"
@@ -180,7 +180,7 @@ hot_value_threshold: 15
 
 
 def records(spark, rows: list[tuple[str, str]]):
-    from cdp_spark.gold.features import contract_schema
+    from cdp_spark.features import contract_schema
 
     schema = contract_schema("customer_records")
     return spark.createDataFrame(

@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 
 from cdp_spark import gold, tables
 from cdp_spark.config import CdpConfig, ConfigError, StageFiles
-from cdp_spark.gold.features import (
+from cdp_spark.features import (
     FEATURES,
     Facts,
     contract_schema,

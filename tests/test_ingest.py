@@ -13,7 +13,7 @@ from cdp_spark import tables
 from cdp_spark.config import ConfigError, load_model_file
 from cdp_spark.ingest import bronze
 from cdp_spark.ingest.bronze import plan_batch, run_batch
-from cdp_spark.ingest.sources import SourceConfig, SourcesConfig
+from cdp_spark.sources import SourceConfig, SourcesConfig
 
 CRM = SourceConfig.model_validate(
     {

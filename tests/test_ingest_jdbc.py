@@ -15,9 +15,9 @@ import pytest
 from cdp_spark import tables
 from cdp_spark.config import CdpConfig
 from cdp_spark.ingest.bronze import Batch, jdbc_predicates, jdbc_read_from, plan_batch, read_jdbc, run_batch
-from cdp_spark.ingest.sources import SourceConfig
 from cdp_spark.pipeline import Context
 from cdp_spark.session import embedded_conf
+from cdp_spark.sources import SourceConfig
 
 
 def _pg_bin() -> Path | None:

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from cdp_spark import tables
 from cdp_spark.config import CdpConfig, ConfigError, MlflowConfig, StageFiles
-from cdp_spark.gold.features import Facts, contract_schema, customer_features_at, purchases
+from cdp_spark.features import Facts, contract_schema, customer_features_at, purchases
 from cdp_spark.ml import score_job, tracking
 from cdp_spark.ml.churn import (
     BalancedChurnClassifier,

@@ -23,6 +23,7 @@ from cdp_spark.activation import job as activation_job
 from cdp_spark.activation.export import UnsafePath
 from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
 from cdp_spark.hashing import HashKey
+from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy import erase as erase_module
@@ -34,7 +35,6 @@ from cdp_spark.privacy.erase import (
     read_requests,
 )
 from cdp_spark.standardize import job as standardize_job
-from cdp_spark.standardize.rules import StandardizeRules
 from cdp_spark.suppression import Suppression, flag_suppressed, without_suppressed
 
 T = date(2026, 2, 28)

@@ -10,8 +10,8 @@ import pytest
 from cdp_spark import pipeline
 from cdp_spark.cli import EXIT_FAILED, main
 from cdp_spark.config import ConfigError
-from cdp_spark.ingest.sources import load_sources
 from cdp_spark.redact import redact, redact_value
+from cdp_spark.sources import load_sources
 from cdp_spark.standardize.expectations import (
     DataQualityError,
     Expectation,

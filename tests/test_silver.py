@@ -357,7 +357,7 @@ def test_kill_after_bronze_then_rerun_equals_an_uninterrupted_run(spark, tmp_pat
 def test_sources_that_type_one_column_differently_meet_in_one_table(spark, tmp_path):
     """orders (Parquet) carries amount as a double, pos (CSV) as text; one MERGE takes both. A text amount
     that is no number is quarantined by its expectation, not a failed job."""
-    from cdp_spark.ingest.sources import load_sources
+    from cdp_spark.sources import load_sources
     from cdp_spark.standardize.expectations import load_expectations
 
     sources = load_sources("conf/sources.yaml")

@@ -10,13 +10,13 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from cdp_spark.standardize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
-from cdp_spark.standardize.dates import parse_date, parse_timestamp
-from cdp_spark.standardize.emails import email_valid, normalize_email
-from cdp_spark.standardize.names import normalize_name, split_full_name
-from cdp_spark.standardize.phones import phone_e164
-from cdp_spark.standardize.rules import AddressRules, DateRules, EmailRules, NameRules, PhoneRules, StandardizeRules
-from cdp_spark.standardize.silver import standardize_rows
+from cdp_spark.normalize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
+from cdp_spark.normalize.dates import parse_date, parse_timestamp
+from cdp_spark.normalize.emails import email_valid, normalize_email
+from cdp_spark.normalize.names import normalize_name, split_full_name
+from cdp_spark.normalize.phones import phone_e164
+from cdp_spark.normalize.rules import AddressRules, DateRules, EmailRules, NameRules, PhoneRules, StandardizeRules
+from cdp_spark.silver import standardize_rows
 
 EMAILS = [
     ("jane.doe@example.com", "jane.doe@example.com"),

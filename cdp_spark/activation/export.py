@@ -11,7 +11,7 @@ definitions' hash). The order of writes makes it restartable:
    exported rows, for the next delta, and a marker row per committed export id);
 4. an ``ops.audit_log`` row (action ``export``).
 
-People erased since the last export are in the state as tombstones (:func:`tombstones`): SHA-256 identifiers
+People erased since the last export are in the state as tombstones (:func:`cdp_spark.exports.tombstones`): SHA-256 identifiers
 only. The next export sends them in an ``erasures`` file (full and delta mode alike) and drops them.
 
 An export is done when its marker is in the state; a rerun then writes nothing. A folder without a
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -33,6 +32,7 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.activation.config import Destination
+from cdp_spark.exports import ERASED, ERASURE_SCHEMA, EXTENSIONS, MANIFEST, SPARK_FORMATS, read_export_file
 from cdp_spark.hashing import identifier_hash, normalized_identifier
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.segments.membership import members_at
@@ -48,42 +48,7 @@ STATE_SCHEMA = T.StructType(
         T.StructField("exported_at", T.TimestampType(), False),
     ]
 )
-# ops.export_state rows of an erased person become tombstones: the person's exported identifiers as SHA-256
-# only, under this marker instead of their cdp_id, until the destination's next export sends them as erasures.
-ERASED = "erased"
-ERASURE_SCHEMA = "cdp_id_sha256 string, email_sha256 string, phone_sha256 string"
-MANIFEST = "_manifest.json"
 ROWS_PER_FILE = 1_000_000  # customer-match uploads cap file sizes; parts beyond this are split
-EXTENSIONS = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}
-SPARK_FORMATS = {"csv": "csv", "parquet": "parquet", "jsonl": "json"}
-
-
-# --------------------------------------------------------------------------------------------
-# Files on any Hadoop-compatible file system
-# --------------------------------------------------------------------------------------------
-
-
-EXPORT_FOLDER = re.compile(r"\d{8}-[0-9a-f]{12}")  # see export_id
-EXPORT_FILE = re.compile(r"(members|adds|removes|erasures)-\d{5}\.(csv|parquet|jsonl)")
-
-
-class UnsafePath(ValueError):
-    """A path read from a file (a manifest, the audit log) that would leave the folder it belongs to."""
-
-
-def export_file(folder: str, name: object, manifest_path: str) -> str:
-    """``<folder>/<name>`` for a file name a manifest lists; anything but an export file's own name is refused."""
-    if not isinstance(name, str) or not EXPORT_FILE.fullmatch(name):
-        raise UnsafePath(f"{manifest_path}: file name {name!r} is not an export file of this folder; refused")
-    return f"{folder}/{name}"
-
-
-def export_folder(folder: str) -> str:
-    """An export folder read back from ``ops.audit_log``: ``<destination folder>/<export id>``, no ``..``."""
-    parts = folder.split("://", 1)[-1].split("/")
-    if ".." in parts or "." in parts or not EXPORT_FOLDER.fullmatch(parts[-1]):
-        raise UnsafePath(f"{tables.AUDIT_LOG.full_name}: {folder!r} is not an export folder; refused")
-    return folder
 
 
 def destination_folder(root: str, destination: Destination) -> str:
@@ -181,30 +146,6 @@ def delta(current: DataFrame, previous: DataFrame) -> tuple[DataFrame, DataFrame
     return adds, removes
 
 
-def tombstones(state: DataFrame) -> DataFrame:
-    """Erased people's ``ops.export_state`` rows as tombstones, carrying SHA-256 identifiers and nothing else.
-
-    In: state rows (``destination, export_id, as_of, cdp_id, row, exported_at``) of people being erased.
-    Out: the same columns, ``cdp_id`` = ``erased`` and ``row`` = JSON of ``cdp_id_sha256, email_sha256,
-    phone_sha256`` (the SHA-256 a customer-match destination already holds, or can compute from the plain
-    value it was sent). A destination's next export sends them in its ``erasures`` file, then drops them.
-    """
-    exported = F.from_json("row", "email string, phone string, email_sha256 string, phone_sha256 string")
-    hashed = F.struct(
-        identifier_hash("cdp_id", F.col("cdp_id")).alias("cdp_id_sha256"),
-        F.coalesce(exported["email_sha256"], identifier_hash("email", exported["email"])).alias("email_sha256"),
-        F.coalesce(exported["phone_sha256"], identifier_hash("phone", exported["phone"])).alias("phone_sha256"),
-    )
-    return state.where(F.col("cdp_id").isNotNull() & (F.col("cdp_id") != ERASED)).select(
-        "destination",
-        "export_id",
-        "as_of",
-        F.lit(ERASED).alias("cdp_id"),
-        F.to_json(hashed).alias("row"),
-        "exported_at",
-    )
-
-
 def export_id(destination: Destination, as_of: date, segments_hash: str) -> str:
     """``<yyyymmdd>-<12 hex>``: the same destination definition, as-of and segment logic give the same id."""
     key = f"{destination.definition_hash()}|{as_of.isoformat()}|{segments_hash}"
@@ -254,15 +195,6 @@ def write_data_files(df: DataFrame, folder: str, kind: str, file_format: str, ro
         entry["rows"] = read_export_file(spark, path, file_format, None).count()
         entry["sha256"] = files.sha256(path)
     return entries
-
-
-def read_export_file(spark: SparkSession, path: str, file_format: str, schema: str | None) -> DataFrame:
-    reader = spark.read.format(SPARK_FORMATS[file_format])
-    if file_format == "csv":
-        reader = reader.option("header", "true")
-    if schema and file_format != "parquet":
-        reader = reader.schema(schema)
-    return reader.load(path)
 
 
 def read_state(spark: SparkSession, root: str, destination: str) -> DataFrame:

@@ -19,8 +19,8 @@ from cdp_spark.config import SampleConfig
 from cdp_spark.generate import sources
 from cdp_spark.generate.people import SPEND_P, window_end
 from cdp_spark.generate.people import people as make_people
-from cdp_spark.standardize.emails import normalize_email
-from cdp_spark.standardize.rules import EmailRules
+from cdp_spark.normalize.emails import normalize_email
+from cdp_spark.normalize.rules import EmailRules
 
 log = logging.getLogger("cdp_spark")
 

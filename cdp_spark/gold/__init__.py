@@ -17,8 +17,7 @@ from pyspark.sql import functions as F
 from cdp_spark import tables
 
 # The submodules share their names with the functions below; importing them first lets the functions win the
-# package attributes (``gold.features(...)`` is the function; ``from cdp_spark.gold.features import Facts`` works).
-from cdp_spark.gold import features as _features_module  # noqa: F401
+# package attributes (``gold.profiles(...)`` is the function; ``from cdp_spark.gold.profiles import ...`` works).
 from cdp_spark.gold import households as _households_module  # noqa: F401
 from cdp_spark.gold import profiles as _profiles_module  # noqa: F401
 

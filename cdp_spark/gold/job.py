@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError
-from cdp_spark.gold.features import Facts, contract_schema, customer_features, default_as_of, record_activity
+from cdp_spark.features import Facts, contract_schema, customer_features, default_as_of, record_activity
 from cdp_spark.gold.households import households
 from cdp_spark.gold.profiles import address_consent, consent_statements, golden_profiles
 from cdp_spark.gold.survivorship import load_profiles

@@ -30,12 +30,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.ingest.sources import SourceConfig
 from cdp_spark.lakefiles import LakeFiles
+from cdp_spark.quarantine import CORRUPT, quarantine_rows
+from cdp_spark.sources import SourceConfig
 
 log = logging.getLogger("cdp_spark")
 
-CORRUPT = "_corrupt_record"
 RESCUED = "_rescued_data"
 LINEAGE = ("_ingested_at", "_source_file", "_batch_id")
 
@@ -52,20 +52,6 @@ INGEST_LOG_SCHEMA = T.StructType(
         T.StructField("rows_quarantined", T.LongType(), True),
         T.StructField("run_id", T.StringType(), False),
         T.StructField("logged_at", T.TimestampType(), False),
-    ]
-)
-
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("stage", T.StringType(), False),
-        T.StructField("rule", T.StringType(), False),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("record_key", T.StringType(), True),
-        T.StructField("source_file", T.StringType(), True),
-        T.StructField("raw", T.StringType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("quarantined_at", T.TimestampType(), False),
     ]
 )
 
@@ -189,30 +175,6 @@ def with_lineage(df: DataFrame, batch: Batch, ingested_at: datetime) -> DataFram
         df = df.withColumn("_source_file", F.lit(None).cast("string"))
     return df.withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp")).withColumn(
         "_batch_id", F.lit(batch.batch_id)
-    )
-
-
-def quarantine_rows(
-    rejected: DataFrame, source: str, stage: str, rule: str, reason: Column | str, key: Column | None, run_id: str
-) -> DataFrame:
-    """Shape rejected rows as ``silver.quarantine`` rows; ``raw`` keeps the whole row (or the corrupt text) as JSON."""
-    if CORRUPT in rejected.columns:
-        raw = F.col(CORRUPT)
-    elif "_raw" in rejected.columns:  # the bronze row, kept as JSON by the silver mapping
-        raw = F.col("_raw")
-    else:
-        raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in rejected.columns]))
-    source_file = F.col("_source_file") if "_source_file" in rejected.columns else F.lit(None).cast("string")
-    return rejected.select(
-        F.lit(source).alias("source"),
-        F.lit(stage).alias("stage"),
-        F.lit(rule).alias("rule"),
-        (F.lit(reason) if isinstance(reason, str) else reason).alias("reason"),
-        (key if key is not None else F.lit(None).cast("string")).alias("record_key"),
-        source_file.alias("source_file"),
-        raw.alias("raw"),
-        F.lit(run_id).alias("run_id"),
-        F.current_timestamp().alias("quarantined_at"),
     )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from cdp_spark.ingest.bronze import ingest_log_by_source, plan_batch, run_batch
-from cdp_spark.ingest.sources import load_sources
 from cdp_spark.ops import StageRun, failure_reason
 from cdp_spark.pipeline import Context
+from cdp_spark.sources import load_sources
 
 log = logging.getLogger("cdp_spark")
 

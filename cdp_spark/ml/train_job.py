@@ -7,7 +7,7 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from cdp_spark.gold.features import Facts, customer_features_at, default_as_of, purchases
+from cdp_spark.features import Facts, customer_features_at, default_as_of, purchases
 from cdp_spark.ml import tracking
 from cdp_spark.ml.churn import churn_dates, train_churn
 from cdp_spark.ml.clv_model import train_clv

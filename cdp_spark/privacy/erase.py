@@ -42,7 +42,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.activation.export import (
+from cdp_spark.config import ConfigError
+from cdp_spark.exports import (
     MANIFEST,
     SPARK_FORMATS,
     UnsafePath,
@@ -51,14 +52,13 @@ from cdp_spark.activation.export import (
     read_export_file,
     tombstones,
 )
-from cdp_spark.config import ConfigError
 from cdp_spark.hashing import HashKey, identifier_hash, keyed_identifier, with_keyed
-from cdp_spark.ingest.sources import SourceConfig, SourcesConfig
 from cdp_spark.lakefiles import LakeFiles
-from cdp_spark.standardize.emails import normalize_email
-from cdp_spark.standardize.phones import phone_e164
-from cdp_spark.standardize.rules import StandardizeRules
-from cdp_spark.standardize.silver import SILVER, standardize_rows, with_keys
+from cdp_spark.normalize.emails import normalize_email
+from cdp_spark.normalize.phones import phone_e164
+from cdp_spark.normalize.rules import StandardizeRules
+from cdp_spark.silver import SILVER, standardize_rows, with_keys
+from cdp_spark.sources import SourceConfig, SourcesConfig
 from cdp_spark.suppression import keyed_rows
 
 log = logging.getLogger("cdp_spark")

@@ -10,12 +10,12 @@ from pyspark.sql import DataFrame
 
 from cdp_spark.config import ConfigError, MaintenanceConfig
 from cdp_spark.hashing import load_hash_key
-from cdp_spark.ingest.sources import SourcesConfig, load_sources
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy.erase import delta_tables, erase, read_requests
 from cdp_spark.privacy.maintain import clean_checkpoints, maintain_table
+from cdp_spark.sources import SourcesConfig, load_sources
 
 log = logging.getLogger("cdp_spark")
 

@@ -20,21 +20,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.ingest.bronze import quarantine_rows
-from cdp_spark.ingest.sources import SilverTarget, SourceConfig, load_sources
+from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
-from cdp_spark.standardize.expectations import (
-    ExpectationResult,
-    ExpectationsConfig,
-    count_results,
-    enforce,
-    evaluate,
-    load_expectations,
-    merged_results,
-)
-from cdp_spark.standardize.rules import StandardizeRules
-from cdp_spark.standardize.silver import (
+from cdp_spark.quarantine import quarantine_rows
+from cdp_spark.silver import (
     SILVER,
     check_target,
     fact_record_id,
@@ -44,6 +34,16 @@ from cdp_spark.standardize.silver import (
     standardize_rows,
     to_contract,
     with_key_columns,
+)
+from cdp_spark.sources import SilverTarget, SourceConfig, load_sources
+from cdp_spark.standardize.expectations import (
+    ExpectationResult,
+    ExpectationsConfig,
+    count_results,
+    enforce,
+    evaluate,
+    load_expectations,
+    merged_results,
 )
 from cdp_spark.suppression import Suppression, flag_suppressed, read_suppression
 

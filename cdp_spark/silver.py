@@ -3,6 +3,8 @@
 The silver tables' columns are a contract (docs/tables.md); each column has a kind that says how it is
 standardized. A source declares in conf/sources.yaml which SQL expression over its bronze row gives
 each standard column (``SilverTarget``); this module does the rest, the same way for every source.
+The standardize stage writes silver with it; erasure (privacy) standardizes bronze rows on the fly with it to
+find a person's raw rows.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from pyspark.sql.window import Window
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError
-from cdp_spark.ingest.sources import SilverTarget, SourceConfig
-from cdp_spark.standardize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
-from cdp_spark.standardize.dates import parse_date, parse_timestamp
-from cdp_spark.standardize.emails import normalize_email
-from cdp_spark.standardize.names import normalize_name, split_full_name
-from cdp_spark.standardize.phones import phone_e164
-from cdp_spark.standardize.rules import StandardizeRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, nfkc
+from cdp_spark.normalize.addresses import normalize_address, normalize_city, normalize_country, normalize_postcode
+from cdp_spark.normalize.dates import parse_date, parse_timestamp
+from cdp_spark.normalize.emails import normalize_email
+from cdp_spark.normalize.names import normalize_name, split_full_name
+from cdp_spark.normalize.phones import phone_e164
+from cdp_spark.normalize.rules import StandardizeRules
+from cdp_spark.normalize.text import blank_to_null, collapse_whitespace, nfkc
+from cdp_spark.sources import SilverTarget, SourceConfig
 
 
 @dataclass(frozen=True)

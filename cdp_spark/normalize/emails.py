@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cdp_spark.standardize.rules import EmailRules
-from cdp_spark.standardize.text import WHITESPACE, blank_to_null, let
+from cdp_spark.normalize.rules import EmailRules
+from cdp_spark.normalize.text import WHITESPACE, blank_to_null, let
 
 # A pragmatic subset of RFC 5322, the one mail providers accept in practice: a dot-atom local part
 # (no leading, trailing or doubled dots, no quoted strings) and a domain of dot-separated labels

@@ -4,6 +4,8 @@
 Every fact is first cut at the end of the as_of day (UTC, inclusive), then aggregated per ``cdp_id`` and as_of
 (several as_ofs in one pass); an ``N``-day window is the N calendar days ending on as_of (as_of - N + 1 .. as_of).
 Counts and sums are 0 without activity; means and "days since" are null when there is nothing to measure.
+The profiles stage writes the latest snapshot to ``gold.customer_features``; the ml stage computes the same features
+at its training and scoring as_ofs, so the definitions live here, below both.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
+from cdp_spark.silver import SILVER
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,6 @@ _CONTRACT_TYPES |= {"int": T.IntegerType(), "boolean": T.BooleanType()}
 
 def contract_schema(table: str) -> T.StructType:
     """The silver contract's schema of ``table`` (e.g. ``orders``), as the standardize stage writes it."""
-    from cdp_spark.standardize.silver import SILVER  # the contract lives with the stage that writes it
-
     return T.StructType(
         [T.StructField(c, _CONTRACT_TYPES.get(kind, T.StringType()), True) for c, kind in SILVER[table].columns.items()]
     )
@@ -311,7 +312,7 @@ def render_features_doc() -> str:
     lines = [
         "# Customer features",
         "",
-        "<!-- Generated from cdp_spark/gold/features.py FEATURES by render_features_doc(); edit the list, not this"
+        "<!-- Generated from cdp_spark/features.py FEATURES by render_features_doc(); edit the list, not this"
         " file. -->",
         "",
         "`gold.customer_features` holds one row per person (`cdp_id`) and `as_of` date, computed only from facts",

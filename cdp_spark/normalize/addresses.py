@@ -7,8 +7,8 @@ from itertools import chain
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from cdp_spark.standardize.rules import AddressRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, fold_accents, let
+from cdp_spark.normalize.rules import AddressRules
+from cdp_spark.normalize.text import blank_to_null, collapse_whitespace, fold_accents, let
 
 
 def _literal_map(mapping: dict[str, str]) -> Column:

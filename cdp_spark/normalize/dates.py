@@ -5,8 +5,8 @@ from __future__ import annotations
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from cdp_spark.standardize.rules import DateRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, let
+from cdp_spark.normalize.rules import DateRules
+from cdp_spark.normalize.text import blank_to_null, collapse_whitespace, let
 
 # ISO 8601 with an explicit zone: "2026-01-02T10:00:00Z", "...+02:00", "...-0500".
 _HAS_ZONE = r"(?i)(z|[+-]\d{2}:?\d{2})$"

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
-from cdp_spark.standardize.rules import PhoneRules
+from cdp_spark.normalize.rules import PhoneRules
 
 # Longer input is not one phone number (libphonenumber itself gives up at 250 characters).
 _MAX_INPUT_LENGTH = 64

@@ -1,4 +1,7 @@
-"""Sources as data (`conf/sources.yaml`): where each source lives, how to read it, and where its rows go in silver."""
+"""Sources as data (`conf/sources.yaml`): where each source lives, how to read it, and where its rows go in silver.
+
+Read by ingest (how to read), standardize (the silver mappings and rules) and privacy (which bronze rows are whose).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cdp_spark.config import ConfigError, Strict, load_model_file
-from cdp_spark.standardize.rules import StandardizeRules
+from cdp_spark.normalize.rules import StandardizeRules
 
 SILVER_TABLES = ("customer_records", "orders", "events", "support_tickets", "email_engagement", "consent")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from cdp_spark.standardize.rules import NameRules
-from cdp_spark.standardize.text import blank_to_null, collapse_whitespace, let, nfkc
+from cdp_spark.normalize.rules import NameRules
+from cdp_spark.normalize.text import blank_to_null, collapse_whitespace, let, nfkc
 
 
 def _words_pattern(words: list[str]) -> str:

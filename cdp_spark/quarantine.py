@@ -1,0 +1,52 @@
+"""``silver.quarantine``: rows a stage rejects, kept with why and the raw row, never silently dropped.
+
+Ingest quarantines rows its readers could not parse; standardize quarantines keyless rows and rows failing a
+``quarantine`` expectation. Both shape them here, so the table has one schema whoever writes it.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+# The column Spark's permissive readers put a malformed row's text in.
+CORRUPT = "_corrupt_record"
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("rule", T.StringType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("record_key", T.StringType(), True),
+        T.StructField("source_file", T.StringType(), True),
+        T.StructField("raw", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("quarantined_at", T.TimestampType(), False),
+    ]
+)
+
+
+def quarantine_rows(
+    rejected: DataFrame, source: str, stage: str, rule: str, reason: Column | str, key: Column | None, run_id: str
+) -> DataFrame:
+    """Shape rejected rows as ``silver.quarantine`` rows; ``raw`` keeps the whole row (or the corrupt text) as JSON."""
+    if CORRUPT in rejected.columns:
+        raw = F.col(CORRUPT)
+    elif "_raw" in rejected.columns:  # the bronze row, kept as JSON by the silver mapping
+        raw = F.col("_raw")
+    else:
+        raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in rejected.columns]))
+    source_file = F.col("_source_file") if "_source_file" in rejected.columns else F.lit(None).cast("string")
+    return rejected.select(
+        F.lit(source).alias("source"),
+        F.lit(stage).alias("stage"),
+        F.lit(rule).alias("rule"),
+        (F.lit(reason) if isinstance(reason, str) else reason).alias("reason"),
+        (key if key is not None else F.lit(None).cast("string")).alias("record_key"),
+        source_file.alias("source_file"),
+        raw.alias("raw"),
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
