@@ -35,7 +35,7 @@ from cdp_spark.activation.config import Destination
 from cdp_spark.exports import ERASED, ERASURE_SCHEMA, EXTENSIONS, MANIFEST, SPARK_FORMATS, read_export_file
 from cdp_spark.hashing import identifier_hash, normalized_identifier
 from cdp_spark.lakefiles import LakeFiles
-from cdp_spark.segments.membership import members_at
+from cdp_spark.segment_history import members_at
 from cdp_spark.suppression import Suppression, without_suppressed
 
 STATE_SCHEMA = T.StructType(

@@ -180,13 +180,3 @@ def update_membership(members: DataFrame, root: str, as_of: date) -> dict[str, i
         return stats
     finally:
         changes.unpersist()
-
-
-def members_at(history: DataFrame, as_of: date) -> DataFrame:
-    """Members of each segment at a run as-of, read back from the history: ``segment, cdp_id``."""
-    t = F.lit(as_of).cast("date")
-    return history.where(
-        (F.col("entered_at") <= t)
-        & (F.col("last_as_of") >= t)
-        & (F.col("exited_at").isNull() | (F.col("exited_at") > t))
-    ).select("segment", "cdp_id")

@@ -8,7 +8,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cdp_spark.segments.membership import members_at
+from cdp_spark.segment_history import members_at
 
 REPORT_COLUMNS = [
     "as_of",
