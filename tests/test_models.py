@@ -21,17 +21,9 @@ from cdp_spark import tables
 from cdp_spark.config import CdpConfig, ConfigError, MlflowConfig, StageFiles
 from cdp_spark.features import Facts, contract_schema, customer_features_at, purchases
 from cdp_spark.ml import score_job, tracking
-from cdp_spark.ml.churn import (
-    BalancedChurnClassifier,
-    build_estimator,
-    churn_dates,
-    churn_labels,
-    feature_columns,
-    log_churn_model,
-    sample_fractions,
-    top_fraction_lift,
-    train_churn,
-)
+from cdp_spark.ml.churn import BalancedChurnClassifier, build_estimator, top_fraction_lift
+from cdp_spark.ml.churn_examples import churn_dates, churn_labels, feature_columns, sample_fractions
+from cdp_spark.ml.churn_model import log_churn_model, train_churn
 from cdp_spark.ml.clv import BetaGeoParams, GammaGammaParams, clv
 from cdp_spark.ml.clv_model import ClvParams, log_clv_model, predict_clv, train_clv
 from cdp_spark.ml.config import ChurnConfig, ClvConfig, ModelsConfig, load_models
