@@ -20,8 +20,8 @@ from pyspark.sql import functions as F
 
 from cdp_spark import tables
 from cdp_spark.activation import job as activation_job
-from cdp_spark.activation.export import UnsafePath
 from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
+from cdp_spark.exports import UnsafePath
 from cdp_spark.hashing import HashKey
 from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
