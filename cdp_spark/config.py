@@ -62,6 +62,9 @@ class LakehouseConfig(Strict):
     root: str = "lakehouse"
     checkpoint_dir: str | None = None
     lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    table_parallelism: int = Field(
+        4, ge=1, description="tables a stage that works table by table (erase, maintain) works on at once"
+    )
 
     def checkpoint(self, *parts: str) -> str:
         base = self.checkpoint_dir or f"{self.root.rstrip('/')}/_checkpoints"

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -57,6 +58,7 @@ from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.normalize.emails import normalize_email
 from cdp_spark.normalize.phones import phone_e164
 from cdp_spark.normalize.rules import StandardizeRules
+from cdp_spark.parallel import run_concurrently
 from cdp_spark.silver import SILVER, standardize_rows, with_keys
 from cdp_spark.sources import SourceConfig, SourcesConfig
 from cdp_spark.suppression import keyed_rows
@@ -777,11 +779,12 @@ def erase(
     run_id: str,
     key: HashKey,
     step: Callable[[str], AbstractContextManager[dict]] | None = None,
+    parallelism: int = 1,
 ) -> ErasureSummary:
     """Run (or complete) the erasure of ``requests`` and of any request a failed run left pending.
 
-    All pending requests are one batch: one pass over each table whatever their number. ``step``
-    (``StageRun.step``) times each table and the exports in the run report.
+    All pending requests are one batch: one pass over each table whatever their number, ``parallelism`` tables
+    of a layer at once. ``step`` (``StageRun.step``) times each table and the exports in the run report.
     """
     step = step or _untimed
     rules = sources.standardize if sources is not None else StandardizeRules()
@@ -815,11 +818,15 @@ def erase(
                 F.lit(key.key_id).alias("key_id"),
             ).dropDuplicates(["kind", "value_hash"]),
         )
-        deleted = 0
-        for table in _erasure_order(delta_tables(spark, root)):
+
+        def erase_one(table: tables.Table) -> int:
             with step(f"erase {table.full_name}") as counts:
                 counts["rows_deleted"] = erase_table(job, table, sources)
-            deleted += counts["rows_deleted"]
+            return counts["rows_deleted"]
+
+        deleted = 0
+        for layer in _erasure_layers(delta_tables(spark, root)):
+            deleted += sum(run_concurrently(spark, erase_one, layer, parallelism))
         with step("erase exports") as counts:
             export_rows = counts["rows_deleted"] = erase_exports(job)
         request_ids = sorted(requesters)
@@ -868,7 +875,10 @@ def _suppress(spark: SparkSession, root: str, suppression: DataFrame) -> None:
         tables.append(spark.createDataFrame(rows, suppression.schema), root, tables.ERASURE_SUPPRESSION)
 
 
-def _erasure_order(found: list[tables.Table]) -> list[tables.Table]:
-    """Bronze first, then silver, gold, ops, others: downstream tables still exist if a run dies half way."""
+def _erasure_layers(found: list[tables.Table]) -> list[list[tables.Table]]:
+    """The tables by layer: bronze, then silver, gold, ops, others. A layer's tables are erased at once, one
+    layer after the other, so if a run dies half way the person's downstream rows still exist (and the rerun,
+    matching upstream, finds them)."""
     rank = {"bronze": 0, "silver": 1, "gold": 2, "ops": 3}
-    return sorted(found, key=lambda t: (rank.get(t.layer, 4), t.name))
+    ordered = sorted(found, key=lambda t: (rank.get(t.layer, 4), t.layer, t.name))
+    return [list(group) for _, group in groupby(ordered, key=lambda t: (rank.get(t.layer, 4), t.layer))]

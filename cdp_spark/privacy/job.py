@@ -8,10 +8,12 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame
 
+from cdp_spark import tables
 from cdp_spark.config import ConfigError, MaintenanceConfig
 from cdp_spark.hashing import load_hash_key
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
+from cdp_spark.parallel import run_concurrently
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy.erase import delta_tables, erase, read_requests
 from cdp_spark.privacy.maintain import clean_checkpoints, maintain_table
@@ -62,7 +64,9 @@ def erase_run(ctx: Context, stage: StageRun) -> None:
             return
         key = load_hash_key(spark, root, ctx.config.privacy.hash_key)
         requests = reduce(DataFrame.unionByName, [read_requests(spark, p, key) for p in paths])
-        summary = erase(spark, root, requests, _sources(ctx), stage.run_id, key, stage.step)
+        summary = erase(
+            spark, root, requests, _sources(ctx), stage.run_id, key, stage.step, ctx.config.lakehouse.table_parallelism
+        )
         counts.update(
             requests=summary.requests,
             already_erased=summary.already_done,
@@ -101,7 +105,8 @@ def maintain_run(ctx: Context, stage: StageRun) -> None:
             log.info(
                 "[maintain] deleted the checkpoint folder %s (older than %d h)", path, config.checkpoint_retention_hours
             )
-    for table in delta_tables(spark, root):
+
+    def maintain(table: tables.Table) -> None:
         with stage.step(f"maintain {table.full_name}") as counts:
             done = maintain_table(spark, root, table, config)
             counts.update(
@@ -112,3 +117,5 @@ def maintain_run(ctx: Context, stage: StageRun) -> None:
                 purged=int(done.purged),
                 optimized=int(done.optimized),
             )
+
+    run_concurrently(spark, maintain, delta_tables(spark, root), ctx.config.lakehouse.table_parallelism)
