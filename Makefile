@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/cdp-spark generate
 	$(BIN)/cdp-spark run
+	$(BIN)/cdp-spark evaluate
 
 lint: setup
 	$(BIN)/ruff check $(PY_DIRS)

@@ -242,7 +242,7 @@ def prepare(work: Path, n: int, args: argparse.Namespace) -> None:
     config = load_config(
         "conf",
         None,
-        [f"spark.master={args.master}", f"sample.path={sample}", f"lakehouse.root={root}",
+        [f"spark.master={args.master}", f"landing={sample}", f"lakehouse.root={root}",
          f"spark.driver_memory={args.driver_memory}", f"spark.shuffle_partitions={args.shuffle_partitions}"],
     )  # fmt: skip
     ctx = Context(config, argparse.Namespace(people=people, days=DAYS, seed=SEED, out=str(sample)))

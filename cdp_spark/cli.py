@@ -38,7 +38,7 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--people", type=int, help="number of people (default: sample.people)")
         parser.add_argument("--days", type=int, help="number of daily drops (default: sample.days)")
         parser.add_argument("--seed", type=int, help="random seed (default: sample.seed)")
-        parser.add_argument("--out", help="output folder (default: sample.path, where the sources read)")
+        parser.add_argument("--out", help="output folder (default: sample.path, else landing: where the sources read)")
     elif name == "resolve":
         parser.add_argument("--records", help="resolve any Parquet/CSV file of person records instead of silver")
         parser.add_argument("--id-column", help="with --records: the column that identifies a record")
@@ -46,7 +46,10 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", help="with --records: output folder for record_id,cdp_id and the edges")
     elif name == "evaluate":
         parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
-        parser.add_argument("--truth", help="ground-truth records (default: <sample.path>/_truth/records)")
+        parser.add_argument(
+            "--truth",
+            help="ground-truth records (default: the generated sample's <sample.path or landing>/_truth/records)",
+        )
     elif name == "erase":
         parser.add_argument(
             "--requests",

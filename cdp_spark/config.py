@@ -96,7 +96,9 @@ class MessRates(Strict):
 
 
 class SampleConfig(Strict):
-    path: str = "data/sample"
+    """The ``sample:`` section: what ``cdp-spark generate`` writes. No stage but generate reads it."""
+
+    path: str | None = Field(None, description="where generate writes (default: landing, where the sources read)")
     people: int = Field(2000, gt=0)
     days: int = Field(3, gt=0)
     seed: int = 42
@@ -174,6 +176,16 @@ class CdpConfig(Strict):
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     reports_dir: str = "reports"
+    landing: str = Field(
+        "data/sample",
+        description='where the source files arrive: "{landing}" in the paths of conf/sources.yaml; the default '
+        "environment lands the generated sample here",
+    )
+
+    @property
+    def sample_path(self) -> str:
+        """Where ``cdp-spark generate`` writes, and ``evaluate`` finds the ground truth by default."""
+        return self.sample.path or self.landing
 
 
 # --------------------------------------------------------------------------------------------

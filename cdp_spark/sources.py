@@ -20,6 +20,10 @@ SILVER_TABLES = ("customer_records", "orders", "events", "support_tickets", "ema
 KNOWN_JDBC_DRIVERS = {"org.postgresql.Driver": "org.postgresql:postgresql:42.7.4"}
 
 
+# Replaced in a source path by the ``landing`` setting of conf/base.yaml (where files arrive).
+LANDING = "{landing}"
+
+
 class JdbcConfig(Strict):
     url: str
     table: str
@@ -101,12 +105,15 @@ class SourceConfig(Strict):
                 raise ValueError("a jdbc source's updated_at must name a timestamp column of the table")
         elif not self.path:
             raise ValueError(f"a {self.format} source needs a path")
+        elif "{sample}" in self.path:
+            raise ValueError(f'"{{sample}}" in a path is now "{LANDING}" (the landing setting of conf/base.yaml)')
         if self.format in ("csv",) and not self.schema_ddl:
             raise ValueError("a csv source needs a schema (DDL, e.g. 'id string, name string')")
         return self
 
-    def location(self, sample_path: str) -> str:
-        return (self.path or "").replace("{sample}", sample_path.rstrip("/"))
+    def location(self, landing: str) -> str:
+        """The path with ``{landing}`` (the ``landing`` setting of conf/base.yaml) filled in."""
+        return (self.path or "").replace(LANDING, landing.rstrip("/"))
 
 
 class SourcesConfig(Strict):

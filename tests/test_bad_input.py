@@ -19,15 +19,15 @@ from cdp_spark.pipeline import Context, run_stage
 
 # The CRM source of the ingest tests, as a sources.yaml entry.
 CRM = CRM_SOURCE.model_dump(by_alias=True, exclude_defaults=True)
-EVENTS = {"name": "events", "format": "json", "path": "{sample}/events", "business_key": ["event_id"]}
-ORDERS = {"name": "orders", "format": "parquet", "path": "{sample}/orders", "business_key": ["order_id"]}
+EVENTS = {"name": "events", "format": "json", "path": "{landing}/events", "business_key": ["event_id"]}
+ORDERS = {"name": "orders", "format": "parquet", "path": "{landing}/orders", "business_key": ["order_id"]}
 
 
 def context(spark, tmp_path: Path, sources: list[dict]) -> Context:
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
     overrides = [
         f"lakehouse.root={tmp_path / 'lakehouse'}",
-        f"sample.path={tmp_path / 'sample'}",
+        f"landing={tmp_path / 'sample'}",
         f"files.sources={tmp_path / 'sources.yaml'}",
     ]
     return Context(load_config("conf", None, overrides), argparse.Namespace(), _spark=spark)
@@ -51,7 +51,7 @@ def test_a_bad_source_is_reported_after_the_healthy_ones_are_ingested(spark, tmp
     write(tmp_path, "crm", "crm.csv", "customer_id,email,updated_at\nc1,a@example.com,2026-01-01\n")
     write(tmp_path, "orders", "orders.parquet", "this is no parquet file")  # unreadable: the reader fails
     write(tmp_path, "events", "events.json", '{"event_id": "e1"}\n{"event_id": "e2"}\n')
-    mistyped = {**CRM, "name": "crm_eu", "path": "{sample}/crm-eu"}  # no such folder
+    mistyped = {**CRM, "name": "crm_eu", "path": "{landing}/crm-eu"}  # no such folder
     ctx = context(spark, tmp_path, [ORDERS, CRM, mistyped, EVENTS])
 
     with pytest.raises(SourcesFailed) as failed:
@@ -112,7 +112,7 @@ def test_poison_json_keys_and_a_file_of_one_truncated_line_never_fail_the_batch(
         '{"event_id": "e3", "page ti\n',
     )
     write(tmp_path, "upload", "cut.json", '{"event_id": "e9", "email": "jane@exa')  # an interrupted upload
-    upload = {**EVENTS, "name": "upload", "path": "{sample}/upload"}
+    upload = {**EVENTS, "name": "upload", "path": "{landing}/upload"}
     ctx = context(spark, tmp_path, [EVENTS, upload])
 
     counts = ingest_counts(run_stage("ingest", ctx))

@@ -20,7 +20,7 @@ def test_repository_config_loads_for_every_environment(monkeypatch):
     for var in (
         "CDP_LAKEHOUSE_ROOT",
         "CDP_CHECKPOINT_DIR",
-        "CDP_SAMPLE_PATH",
+        "CDP_LANDING_PATH",
         "MLFLOW_TRACKING_URI",
         "CDP_REPORTS_DIR",
     ):
@@ -29,6 +29,10 @@ def test_repository_config_loads_for_every_environment(monkeypatch):
     assert load_config(REPO_CONF, "local").spark.master == "local[*]"
     cluster = load_config(REPO_CONF, "cluster")
     assert cluster.lakehouse.root == "/mnt/cdp_lakehouse_root"
+    assert cluster.landing == cluster.sample_path == "/mnt/cdp_landing_path"
+    local = load_config(REPO_CONF)
+    assert (local.landing, local.sample_path) == ("data/sample", "data/sample")  # the sample lands where sources read
+    assert load_config(REPO_CONF, overrides=["sample.path=/tmp/other"]).sample_path == "/tmp/other"
     assert cluster.mlflow.tracking_uri == "/mnt/mlflow_tracking_uri"
 
 

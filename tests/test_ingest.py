@@ -19,7 +19,7 @@ CRM = SourceConfig.model_validate(
     {
         "name": "crm",
         "format": "csv",
-        "path": "{sample}/crm",
+        "path": "{landing}/crm",
         "options": {"header": "true"},
         "schema": "customer_id string, email string, updated_at string",
         "business_key": ["customer_id"],
@@ -30,7 +30,7 @@ EVENTS = SourceConfig.model_validate(
     {
         "name": "events",
         "format": "json",
-        "path": "{sample}/events",
+        "path": "{landing}/events",
         "schema_hints": {"event_ts": "string", "device_id": "string"},
         "business_key": ["event_id"],
     }
@@ -204,10 +204,20 @@ def test_source_config_errors_name_the_key(tmp_path):
     bad.write_text("sources:\n  - name: crm\n    format: xml\n    path: x\n    business_key: [id]\n")
     with pytest.raises(ConfigError, match=r"sources\.0\.format: Input should be"):
         load_model_file(SourcesConfig, bad)
+    # Source paths never read the sample generator's settings: the old placeholder is an error naming the new one.
+    bad.write_text(
+        "sources:\n  - name: orders\n    format: parquet\n    path: '{sample}/orders'\n    business_key: [id]\n"
+    )
+    with pytest.raises(ConfigError, match=r'sources\.0: Value error, "\{sample\}" in a path is now "\{landing\}"'):
+        load_model_file(SourcesConfig, bad)
 
 
 def test_repository_sources_config_is_valid():
     config = load_model_file(SourcesConfig, Path(__file__).resolve().parents[1] / "conf" / "sources.yaml")
+    assert {s.location("s3a://lake/landing/") for s in config.sources if s.name in ("crm", "orders")} == {
+        "s3a://lake/landing/crm",
+        "s3a://lake/landing/orders",
+    }
     assert {s.name for s in config.sources} == {
         "crm",
         "orders",

@@ -107,7 +107,7 @@ def test_a_second_ingest_process_waits_for_the_lease_then_ingests_once(spark, tm
     root = ctx.root
     overrides = [
         f"lakehouse.root={root}",
-        f"sample.path={tmp_path / 'sample'}",
+        f"landing={tmp_path / 'sample'}",
         f"files.sources={tmp_path / 'sources.yaml'}",
     ]
     holder = LakehouseLease(spark, root, FAST, "test holder")

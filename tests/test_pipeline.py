@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.cli import EXIT_FAILED, main
+from cdp_spark.cli import EXIT_CONFIG, EXIT_FAILED, main
 from cdp_spark.gold import job as gold_job
 from cdp_spark.ml.config import load_models
 from cdp_spark.privacy.erase import delta_tables
@@ -80,7 +80,7 @@ def sample(tmp_path_factory) -> Path:
     models = yaml.safe_load((REPO / "conf" / "models.yaml").read_text(encoding="utf-8"))
     models["churn"]["n_snapshots"] = 1
     (work / "models.yaml").write_text(yaml.safe_dump(models), encoding="utf-8")
-    generator = Run(work, [f"sample.path={work / 'sample'}"])
+    generator = Run(work, [f"landing={work / 'sample'}"])
     assert generator.cli("generate", "--people", str(PEOPLE), "--days", str(DAYS)) == 0
     return work
 
@@ -91,7 +91,7 @@ def new_run(work: Path, sample: Path) -> Run:
         [
             f"files.models={sample / 'models.yaml'}",
             f"lakehouse.root={work / 'lakehouse'}",
-            f"sample.path={sample / 'sample'}",
+            f"landing={sample / 'sample'}",
             f"mlflow.tracking_uri=sqlite:///{work / 'mlruns.db'}",
             f"mlflow.artifact_root={work / 'mlartifacts'}",
             f"reports_dir={work / 'reports'}",
@@ -178,6 +178,26 @@ def test_a_run_failing_in_a_middle_stage_exits_with_one_line_and_the_rerun_ends_
             ignore_nullable=True,
             ignore_column_order=True,
         )
+
+
+def test_the_run_never_reads_the_ground_truth_and_evaluate_does_when_asked(spark, pipeline, tmp_path, capsys):
+    """The generated sample has a ``_truth`` folder; the pipeline does not look at it (a production lakehouse has
+    none). `cdp-spark evaluate` scores the identity map against it, on a copy of the run's lakehouse."""
+    steps = tables.read(spark, pipeline.root, tables.RUN_METRICS).select("stage", "step").distinct().collect()
+    assert not [r for r in steps if r["stage"] == "evaluate" or "evaluate" in r["step"]]
+    shutil.copytree(pipeline.root, tmp_path / "lakehouse")
+    copy = Run(tmp_path, [o for o in pipeline.overrides if not o.startswith("lakehouse.root=")])
+    copy.overrides.append(f"lakehouse.root={tmp_path / 'lakehouse'}")
+    capsys.readouterr()
+    assert copy.cli("evaluate") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert 0.9 < printed["pairwise_precision"] <= 1 and 0.9 < printed["pairwise_recall"] <= 1, printed
+    recorded = tables.read(spark, copy.root, tables.RUN_METRICS).where("stage = 'evaluate'")
+    assert {r["metric"]: r["value"] for r in recorded.collect()}["pairwise_precision"] == pytest.approx(
+        printed["pairwise_precision"]
+    )
+    assert copy.cli("evaluate", "--truth", str(tmp_path / "nowhere")) == EXIT_CONFIG
+    assert "no ground truth at" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,7 @@ def day2(sample: Path) -> None:
 
 
 def context(spark, tmp_path: Path, root: str) -> Context:
-    overrides = [f"lakehouse.root={root}", f"sample.path={tmp_path / 'sample'}"]
+    overrides = [f"lakehouse.root={root}", f"landing={tmp_path / 'sample'}"]
     return Context(load_config("conf", None, overrides), argparse.Namespace(), _spark=spark)
 
 

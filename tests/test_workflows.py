@@ -125,7 +125,7 @@ def test_bundle_ships_the_project_and_runs_one_at_a_time(bundle):
         assert {
             "CDP_LAKEHOUSE_ROOT",
             "CDP_CHECKPOINT_DIR",
-            "CDP_SAMPLE_PATH",
+            "CDP_LANDING_PATH",
             "CDP_REPORTS_DIR",
             "MLFLOW_TRACKING_URI",
         } <= set(cluster_env)

@@ -1,4 +1,4 @@
-"""`cdp-spark generate`: write the sample data where the default sources read it."""
+"""`cdp-spark generate`: write the sample data where the sources read it (``landing``), unless told otherwise."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         return default if value is None else value
 
     people, days, seed = arg("people", sample.people), arg("days", sample.days), arg("seed", sample.seed)
-    out = arg("out", sample.path)
+    out = arg("out", ctx.config.sample_path)
     if people <= 0 or days <= 0:
         raise ValueError(f"--people and --days must be positive, got {people} and {days}")
     with stage.step(f"generate {people:,} people x {days} days -> {out}") as counts:

@@ -16,6 +16,7 @@ from cdp_spark.config import ConfigError
 from cdp_spark.identity.evaluate import identity_metrics
 from cdp_spark.identity.resolve import resolve
 from cdp_spark.identity.rules import load_identity
+from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 
@@ -125,9 +126,6 @@ def run(ctx: Context, stage: StageRun) -> None:
         counts["oversized_components"] = result.offending.count()
     if result.model is not None:
         log.info("[resolve] probabilistic model: %s", json.dumps(result.model.to_dict())[:2000])
-    truth = Path(ctx.config.sample.path) / "_truth" / "records"
-    if truth.exists():
-        evaluate(ctx, stage)
 
 
 def run_on_file(ctx: Context, stage: StageRun) -> None:
@@ -147,9 +145,14 @@ def run_on_file(ctx: Context, stage: StageRun) -> None:
 
 
 def evaluate(ctx: Context, stage: StageRun) -> dict:
-    """Compare silver.identity_map with the generator's ground truth; print JSON and record the metrics."""
+    """Compare silver.identity_map with ground truth (``--truth``, default the generated sample's); print JSON and
+    record the metrics. Only when asked (`cdp-spark evaluate`): a production lakehouse has no truth."""
     spark = ctx.spark
-    truth_path = getattr(ctx.args, "truth", None) or str(Path(ctx.config.sample.path) / "_truth" / "records")
+    truth_path = getattr(ctx.args, "truth", None) or str(Path(ctx.config.sample_path) / "_truth" / "records")
+    if not LakeFiles(spark).exists(truth_path):
+        raise ConfigError(
+            f"evaluate: no ground truth at {truth_path} (written by `cdp-spark generate`; or pass --truth PATH)"
+        )
     truth = spark.read.parquet(truth_path).select("record_id", F.col("person_id").cast("string"))
     predicted = tables.read(spark, ctx.root, tables.IDENTITY_MAP).select("record_id", "cdp_id")
     with stage.step("evaluate identity") as counts:

@@ -532,7 +532,7 @@ def _recent_batches(spark: SparkSession, root: str, source: SourceConfig, batch:
 
 
 def plan_batch(
-    spark: SparkSession, root: str, source: SourceConfig, sample_path: str, run_id: str, log_rows: list | None = None
+    spark: SparkSession, root: str, source: SourceConfig, landing: str, run_id: str, log_rows: list | None = None
 ) -> Batch | None:
     """The batch to run now: an unfinished planned one, else the new files / watermark range, else None.
     ``log_rows``: the source's ``ops.ingest_log`` rows if already read (:func:`ingest_log_by_source`)."""
@@ -561,7 +561,7 @@ def plan_batch(
         batch = Batch(source.name, version, watermark_from=low, watermark_to=marks.high)
     else:
         done = {f for r in log_rows if r["status"] == "committed" for f in (r["files"] or ())}
-        location = source.location(sample_path)
+        location = source.location(landing)
         if not source.allow_missing and not LakeFiles(spark).exists(location):
             raise FileNotFoundError(
                 f"source {source.name}: path {location} does not exist (a mistyped path? set allow_missing: true "

@@ -33,7 +33,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         try:
             with stage.step(f"ingest {source.name}") as counts:
                 batch = plan_batch(
-                    ctx.spark, ctx.root, source, ctx.config.sample.path, stage.run_id, log_rows.get(source.name, [])
+                    ctx.spark, ctx.root, source, ctx.config.landing, stage.run_id, log_rows.get(source.name, [])
                 )
                 if batch is None:
                     counts.update(rows_read=0, rows_written=0, rows_quarantined=0, files=0)
