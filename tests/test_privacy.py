@@ -28,12 +28,10 @@ from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.privacy import erase as erase_module
 from cdp_spark.privacy import job as privacy_job
-from cdp_spark.privacy.erase import (
-    delta_tables,
-    normalize_requests,
-    plan_requests,
-    read_requests,
-)
+from cdp_spark.privacy import matching
+from cdp_spark.privacy.erase import delta_tables
+from cdp_spark.privacy.plan import normalize_requests, plan_requests, read_requests
+from cdp_spark.privacy.rewrite_exports import erase_exports
 from cdp_spark.standardize import job as standardize_job
 from cdp_spark.suppression import Suppression, flag_suppressed, without_suppressed
 
@@ -237,9 +235,9 @@ def test_quarantine_rows_match_in_any_raw_form_and_a_short_token_never_matches_a
         ],
         "request_id string, kind string, value_hash string",
     )
-    job = erase_module.Erasure(spark, "unused", "run-x", plan, KEY, {"REQ-1": None}, [])
-    pairs = job.match(erase_module.quarantine_candidates(quarantine, StandardizeRules()))
-    labelled = quarantine.withColumn("_fp", erase_module.row_fingerprint(quarantine.columns))
+    job = matching.Erasure(spark, "unused", "run-x", plan, KEY, {"REQ-1": None}, [])
+    pairs = job.match(matching.quarantine_candidates(quarantine, StandardizeRules()))
+    labelled = quarantine.withColumn("_fp", matching.row_fingerprint(quarantine.columns))
     matched = {r["label"] for r in labelled.join(pairs, "_fp").select("label").collect()}
     assert matched == {"jane-cut", "jane-csv", "jane-key"}
 
@@ -853,10 +851,10 @@ def test_a_crafted_manifest_cannot_make_erasure_touch_a_table(spark, exported_la
         [("REQ-1", None, "email", keyed("jane.doe@example.com"), JANE_CDP)],
         "request_id string, requested_by string, kind string, value_hash string, cdp_id string",
     )
-    job = erase_module.Erasure(spark, root, "run-x", plan, KEY, {"REQ-1": None}, [])
+    job = matching.Erasure(spark, root, "run-x", plan, KEY, {"REQ-1": None}, [])
 
     with pytest.raises(UnsafePath, match=r"silver/customer_records'.*refused"):
-        erase_module.erase_exports(job)
+        erase_exports(job)
     assert tables.read(spark, root, tables.CUSTOMER_RECORDS).count() == records_before > 0
     assert export_files(root) == exports_before  # refused before any file was touched
 

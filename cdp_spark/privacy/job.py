@@ -15,8 +15,9 @@ from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.parallel import run_concurrently
 from cdp_spark.pipeline import Context
-from cdp_spark.privacy.erase import delta_tables, erase, read_requests
+from cdp_spark.privacy.erase import delta_tables, erase
 from cdp_spark.privacy.maintain import clean_checkpoints, maintain_table
+from cdp_spark.privacy.plan import read_requests
 from cdp_spark.sources import SourcesConfig, load_sources
 
 log = logging.getLogger("cdp_spark")
