@@ -13,7 +13,7 @@ Levels are tried from the best down; the first that holds wins. The order per ki
 - ``numeric``: exact, then each absolute difference (smallest first).
 
 Pairs carry each record column twice, as ``<column>_l`` and ``<column>_r`` (see
-``probabilistic.candidate_pairs``); a comparison reads only those.
+``blocking.candidate_pairs``); a comparison reads only those.
 """
 
 from __future__ import annotations

@@ -9,11 +9,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp_spark.identity import probabilistic
+from cdp_spark.identity.blocking import candidate_pairs
 from cdp_spark.identity.deterministic import anonymous_records, deterministic_edges, guard_values, identifier_values
 from cdp_spark.identity.graph import cluster
+from cdp_spark.identity.model import FittedModel, accepted_edges
 from cdp_spark.identity.rules import IdentityConfig
 from cdp_spark.identity.stable_ids import assign_cdp_ids
+from cdp_spark.identity.training import NoCandidatePairs, train
+from cdp_spark.identity.vectors import comparison_vectors
 from cdp_spark.ops import progress
 
 log = logging.getLogger("cdp_spark")
@@ -28,12 +31,10 @@ class ResolveResult:
     guarded_values: DataFrame  # identifier, value, records, reason
     lineage: DataFrame  # cdp_id, event, previous_cdp_ids, records
     offending: DataFrame  # component_id, reason (still over a limit after the guards)
-    model: probabilistic.FittedModel | None
+    model: FittedModel | None
 
 
-def probabilistic_edges(
-    records: DataFrame, config: IdentityConfig
-) -> tuple[DataFrame, probabilistic.FittedModel, DataFrame]:
+def probabilistic_edges(records: DataFrame, config: IdentityConfig) -> tuple[DataFrame, FittedModel, DataFrame]:
     """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones.
 
     Returns (edges, fitted model, the persisted comparison vectors the edges read: unpersist them once the
@@ -41,15 +42,15 @@ def probabilistic_edges(
     computed once: training counts them and scoring filters the same rows.
     """
     settings = config.probabilistic
-    vectors = probabilistic.comparison_vectors(
-        probabilistic.candidate_pairs(records, settings, config.record_id), settings
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    vectors = comparison_vectors(candidate_pairs(records, settings, config.record_id), settings).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     try:
-        model = probabilistic.train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
+        model = train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
     except BaseException:
         vectors.unpersist()
         raise
-    accepted = probabilistic.accepted_edges(records, settings, config.record_id, model, vectors=vectors)
+    accepted = accepted_edges(records, settings, config.record_id, model, vectors=vectors)
     edges = accepted.select(
         F.col("src_record_id").cast("string"),
         F.col("dst_record_id").cast("string"),
@@ -89,7 +90,7 @@ def resolve(
             with progress("[resolve] probabilistic model (u from random pairs, m by EM)"):
                 prob_edges, model, vectors = probabilistic_edges(records, config)
             edges = edges.unionByName(prob_edges)
-        except probabilistic.NoCandidatePairs as exc:
+        except NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
     vertices = records.select(F.col(config.record_id).alias("record_id"))
     if anonymous is not None:
