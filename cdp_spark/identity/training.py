@@ -30,6 +30,7 @@ from cdp_spark.sampling import keyed_sample, uniform_draw
 
 log = logging.getLogger("cdp_spark")
 
+# Lowest m kept after an EM step: a level no match showed yet must not weigh minus infinity.
 _MIN_M = 1e-6
 # Random pairs for u are formed within buckets of about this many sampled records: small buckets
 # spread the pairs over many records (less variance than pairing a few hundred records all-to-all).
