@@ -14,11 +14,13 @@ The model (Splink's formulation):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from functools import reduce
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 from pyspark.sql import Column, DataFrame, Row
@@ -31,6 +33,8 @@ from cdp_spark.identity.rules import ProbabilisticConfig
 from cdp_spark.identity.vectors import comparison_vectors
 
 EDGE_RULE = "probabilistic"
+# Of the JSON document ``FittedModel.to_json`` writes: raise it when a saved model no longer means the same.
+MODEL_FORMAT_VERSION = 1
 
 
 class EmSession(Strict):
@@ -76,8 +80,9 @@ class TrainingSummary(Strict):
 
 
 class FittedModel(Strict):
-    """m, u and lambda with the config they were fitted for; stored as JSON alongside a run."""
+    """m, u and lambda with the config they were fitted for; saved and loaded as JSON (``to_json``/``from_json``)."""
 
+    format_version: int = Field(MODEL_FORMAT_VERSION, description="of the JSON document; another one is refused")
     config: ProbabilisticConfig
     id_col: str
     match_prior: float = Field(gt=0, lt=1, description="lambda: P(two random records are the same person)")
@@ -86,6 +91,11 @@ class FittedModel(Strict):
 
     @model_validator(mode="after")
     def _matches_config(self) -> FittedModel:
+        if self.format_version != MODEL_FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version}: this cdp-spark reads identity models of format version "
+                f"{MODEL_FORMAT_VERSION}; retrain the model"
+            )
         expected = [(c.name, c.labels) for c in self.config.comparisons]
         fitted = [(c.name, [level.label for level in c.levels]) for c in self.comparisons]
         if expected != fitted:
@@ -103,6 +113,25 @@ class FittedModel(Strict):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FittedModel:
         return cls.model_validate(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FittedModel:
+        return cls.model_validate_json(text)
+
+    def comparisons_differ(self, config: ProbabilisticConfig) -> str | None:
+        """Why this model cannot score pairs compared as ``config`` says (names, kinds and levels), or None."""
+        fitted = [(c.name, c.kind, c.labels) for c in self.config.comparisons]
+        wanted = [(c.name, c.kind, c.labels) for c in config.comparisons]
+        if fitted == wanted:
+            return None
+        return f"the model was fitted for comparisons (name, kind, levels) {fitted}, the config has {wanted}"
+
+    def level_weights(self) -> dict[tuple[str, str], float]:
+        """The match weight of every comparison level, by (comparison, level label)."""
+        return {(c.name, level.label): level.weight for c in self.comparisons for level in c.levels}
 
 
 def fitted_model(
@@ -155,6 +184,19 @@ def score_pairs(vectors: DataFrame, params: FittedModel) -> DataFrame:
     return vectors.withColumn("match_weight", weight).withColumn("match_probability", probability)
 
 
+def predict_match(model: FittedModel, vectors: pd.DataFrame) -> pd.DataFrame:
+    """``score_pairs`` in pandas, for a few vectors on the driver (the MLflow pyfunc of the model scores with it).
+
+    In: ``gamma_<name>...`` (integer levels). Out: ``match_weight, match_probability``, one row per input row.
+    """
+    weight = np.zeros(len(vectors))
+    for comparison in model.comparisons:
+        weights = {level.level: level.weight for level in comparison.levels}
+        weight += vectors[f"gamma_{comparison.name}"].map(weights).fillna(0.0).to_numpy(dtype=float)
+    probability = expit((weight + model.prior_weight) * math.log(2))
+    return pd.DataFrame({"match_weight": weight, "match_probability": probability}, index=vectors.index)
+
+
 def accepted_edges(
     records: DataFrame,
     config: ProbabilisticConfig,
@@ -168,10 +210,9 @@ def accepted_edges(
     ``src_record_id`` (the larger id), ``dst_record_id``, ``rule`` ('probabilistic'), ``score`` (match
     probability), ``match_weight``.
     """
-    fitted = [(c.name, c.labels) for c in model.config.comparisons]
-    wanted = [(c.name, c.labels) for c in config.comparisons]
-    if fitted != wanted:
-        raise ConfigError(f"the model was fitted for comparisons {fitted}, the config has {wanted}; retrain it")
+    differ = model.comparisons_differ(config)
+    if differ:
+        raise ConfigError(f"{differ}; retrain it")
     if vectors is None:
         vectors = comparison_vectors(candidate_pairs(records, config, id_col), config)
     return (

@@ -30,6 +30,24 @@ class FactIdentifiers(Strict):
     identifiers: dict[str, str] = Field(description="identifier name -> column of the fact table")
 
 
+class RetrainGate(Strict):
+    """How far a retrained model may move from the champion, on the same candidate pairs, and still replace it.
+
+    Without labels: what matters is whether the links change. A model that flips many accept decisions, or moves a
+    level's weight by several bits, is a different model: it stays ``challenger`` until someone looks at it.
+    """
+
+    max_changed_links: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="most share of the links (pairs either model accepts) whose accept decision differs",
+    )
+    max_weight_change: float = Field(
+        2.0, ge=0, description="most change, in bits, of any comparison level's match weight log2(m/u)"
+    )
+
+
 class ProbabilisticConfig(Strict):
     """Blocking rules, comparisons, the acceptance threshold and the training knobs."""
 
@@ -54,6 +72,12 @@ class ProbabilisticConfig(Strict):
         lt=1,
         description="initial lambda (over all pairs) of the final EM; default: a tenth of the candidate pairs match",
     )
+    registered_model: str = Field(
+        "cdp_identity",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the MLflow registered model resolve registers each trained model under (`--model NAME` loads it)",
+    )
+    retrain_gate: RetrainGate = Field(default_factory=RetrainGate)
 
     @model_validator(mode="after")
     def _consistent(self) -> ProbabilisticConfig:
