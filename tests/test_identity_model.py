@@ -307,3 +307,26 @@ def test_resolve_model_errors_name_the_path_or_the_comparisons(spark, tmp_path, 
 
     with pytest.raises(ConfigError, match="--model cdp_identity: no such registered identity model"):
         run_stage("resolve", resolve_context(spark, tmp_path, model="cdp_identity"))
+
+
+@pytest.mark.slow
+def test_resolve_records_writes_its_model_beside_the_output_and_reuses_it(spark, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    people = tmp_path / "people.parquet"
+    silver_records(spark).withColumnRenamed("record_id", "pid").write.parquet(str(people))
+    (tmp_path / "identity.yaml").write_text(yaml.safe_dump({"probabilistic": PROBABILISTIC}))
+
+    def on_file(out: Path, model: str | None = None) -> list[tuple[str, str]]:
+        args = argparse.Namespace(
+            records=str(people), id_column="pid", config=str(tmp_path / "identity.yaml"), out=str(out), model=model
+        )
+        overrides = [f"lakehouse.root={tmp_path / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"]
+        run_stage("resolve", Context(load_config("conf", None, overrides), args, _spark=spark))
+        return sorted((r.record_id, r.cdp_id) for r in spark.read.parquet(str(out / "identity_map")).collect())
+
+    trained = on_file(tmp_path / "first")
+    monkeypatch.setattr(resolve_module, "train", lambda *a, **k: pytest.fail("resolve --model must not train"))
+    reused = on_file(tmp_path / "second", model=str(tmp_path / "first" / "identity_model.json"))
+
+    assert reused == trained
+    assert not (tmp_path / "second" / "identity_model.json").exists()  # nothing trained, nothing written
