@@ -230,7 +230,7 @@ def prepare(work: Path, n: int, args: argparse.Namespace) -> None:
 
     from cdp_spark import tables
     from cdp_spark.config import load_config
-    from cdp_spark.identity.probabilistic import parse_blocking_rule
+    from cdp_spark.identity.blocking_rule import parse_blocking_rule
     from cdp_spark.identity.rules import load_identity
     from cdp_spark.ops import configure_logging
     from cdp_spark.pipeline import Context, run_stage

@@ -29,7 +29,7 @@ from cdp_spark.config import CdpConfig, ConfigError
 from cdp_spark.features import FEATURE_NAMES
 from cdp_spark.gold.profiles import profile_columns
 from cdp_spark.gold.survivorship import ProfilesConfig, load_profiles, record_columns
-from cdp_spark.identity.probabilistic import parse_blocking_rule
+from cdp_spark.identity.blocking_rule import parse_blocking_rule
 from cdp_spark.identity.rules import IdentityConfig, load_identity
 from cdp_spark.ml.config import ModelsConfig, load_models
 from cdp_spark.ml.scoring import SCORE_COLUMNS

@@ -44,6 +44,12 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--id-column", help="with --records: the column that identifies a record")
         parser.add_argument("--config", help="with --records: identity YAML naming the attributes to match on")
         parser.add_argument("--out", help="with --records: output folder for record_id,cdp_id and the edges")
+        parser.add_argument(
+            "--model",
+            metavar="NAME|PATH",
+            help="score with a trained identity model instead of training one: a registered model NAME (its champion), "
+            "NAME@alias, models:/NAME/<version>, or the path of a model JSON written by resolve",
+        )
     elif name == "evaluate":
         parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
         parser.add_argument(

@@ -13,21 +13,12 @@ from chispa import assert_df_equality
 from pydantic import ValidationError
 
 from cdp_spark.config import ConfigError, load_model_file
-from cdp_spark.identity.probabilistic import (
-    FittedModel,
-    ProbabilisticConfig,
-    accepted_edges,
-    candidate_pairs,
-    comparison_vectors,
-    estimate_m_em,
-    estimate_u,
-    explain,
-    fit_m_and_prior,
-    fitted_model,
-    parse_blocking_rule,
-    score_pairs,
-    train,
-)
+from cdp_spark.identity.blocking import candidate_pairs
+from cdp_spark.identity.blocking_rule import parse_blocking_rule
+from cdp_spark.identity.model import FittedModel, accepted_edges, explain, fitted_model, score_pairs
+from cdp_spark.identity.rules import ProbabilisticConfig
+from cdp_spark.identity.training import estimate_m_em, estimate_u, fit_m_and_prior, train
+from cdp_spark.identity.vectors import comparison_vectors
 
 # --------------------------------------------------------------------------------------------------
 # helpers

@@ -17,10 +17,10 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp_spark import tables
+from cdp_spark import tables, tracking
 from cdp_spark.config import CdpConfig, ConfigError, MlflowConfig, StageFiles
 from cdp_spark.features import Facts, contract_schema, customer_features_at, purchases
-from cdp_spark.ml import score_job, tracking
+from cdp_spark.ml import score_job
 from cdp_spark.ml.churn import BalancedChurnClassifier, build_estimator, top_fraction_lift
 from cdp_spark.ml.churn_examples import churn_dates, churn_labels, feature_columns, sample_fractions
 from cdp_spark.ml.churn_model import log_churn_model, train_churn

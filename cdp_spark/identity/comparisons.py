@@ -1,5 +1,9 @@
 """Comparisons of the probabilistic matcher: how closely two records agree on one attribute, as a level.
 
+One class per kind of comparison, each with its levels (Splink's comparisons and comparison levels):
+``ExactComparison``, ``StringComparison``, ``DateComparison``, ``NumericComparison``; ``ComparisonConfig`` is any
+of them, told apart by ``kind`` in ``conf/identity.yaml``.
+
 Every comparison maps a candidate pair to an integer level (Splink's convention):
 - ``-1`` (null): either value is missing or blank; it is no evidence either way and weighs 0;
 - ``0`` (else): the values disagree;
@@ -13,13 +17,15 @@ Levels are tried from the best down; the first that holds wins. The order per ki
 - ``numeric``: exact, then each absolute difference (smallest first).
 
 Pairs carry each record column twice, as ``<column>_l`` and ``<column>_r`` (see
-``probabilistic.candidate_pairs``); a comparison reads only those.
+``blocking.candidate_pairs``); a comparison reads only those.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,13 +45,8 @@ ELSE_LEVEL = 0
 _THRESHOLD_EPSILON = 1e-9
 
 DateLevel = Literal["off_by_one_day", "day_month_swapped", "same_year_month", "same_year"]
-_KIND_OPTIONS = {
-    "exact": set(),
-    "string": {"jaro_winkler", "levenshtein"},
-    "date": {"date_levels", "date_format"},
-    "numeric": {"abs_differences"},
-}
-_ALL_OPTIONS = set().union(*_KIND_OPTIONS.values())
+# Options only some kinds take: given to another kind they are an error, not silently ignored.
+_KIND_OPTIONS = {"jaro_winkler", "levenshtein", "date_levels", "date_format", "abs_differences"}
 
 
 @pandas_udf(DoubleType())
@@ -65,23 +66,27 @@ def jaro_winkler_similarity(left: pd.Series, right: pd.Series) -> pd.Series:
     return pd.Series(scores)
 
 
-class ComparisonConfig(Strict):
-    """One comparison: which column(s), how to grade agreement, optionally fixed m/u probabilities."""
+@dataclass(frozen=True)
+class Level:
+    """A level above else: its label, and when a pair is at it (a condition on the pair's two compared values)."""
+
+    label: str
+    holds: Callable[[Column, Column], Column]
+
+
+def _exact_level() -> Level:
+    return Level("exact", lambda left, right: left == right)
+
+
+class Comparison(Strict):
+    """What every comparison has: which column(s), and optionally fixed m/u probabilities."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="names the gamma_<name> column")
     column: str | None = Field(None, description="the record column compared")
     columns: list[str] | None = Field(
         None, min_length=2, description="several columns compared as one string, joined by spaces (exact/string)"
     )
-    kind: Literal["exact", "string", "date", "numeric"]
     exact: bool = Field(True, description="string/numeric: whether exact agreement is a level of its own")
-    jaro_winkler: list[float] | None = Field(None, description="string: similarity thresholds, e.g. [0.95, 0.88]")
-    levenshtein: list[int] | None = Field(None, description="string: edit-distance thresholds, e.g. [1, 2]")
-    date_levels: list[DateLevel] | None = Field(
-        None, description="date: levels below exact, best first; default off_by_one_day, day_month_swapped"
-    )
-    date_format: str | None = Field(None, description="date: pattern of string dates; default ISO yyyy-MM-dd")
-    abs_differences: list[float] | None = Field(None, description="numeric: absolute-difference thresholds")
     derived_columns: list[str] = Field(
         default_factory=list,
         description="columns derived from the compared one (birth_year of birth_date): a blocking rule reading "
@@ -94,26 +99,28 @@ class ComparisonConfig(Strict):
         None, description="fixed u per level, best level first and else last; not estimated from random pairs"
     )
 
+    options: ClassVar[frozenset[str]] = frozenset()  # the kind's own options among _KIND_OPTIONS
+    single_column: ClassVar[bool] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options_of_this_kind(cls, data: Any) -> Any:
+        """Another kind's option is an error; left empty (null) it is nothing, as in a config written for any kind."""
+        if not isinstance(data, dict):
+            return data
+        others = _KIND_OPTIONS - cls.options
+        foreign = sorted(key for key, value in data.items() if key in others and value is not None)
+        if foreign:
+            raise ValueError(f"comparison {data.get('name')!r}: {foreign} do not apply to kind {data.get('kind')!r}")
+        return {key: value for key, value in data.items() if key not in others}
+
     @model_validator(mode="after")
-    def _consistent(self) -> ComparisonConfig:
+    def _consistent(self) -> Comparison:
         if (self.column is None) == (self.columns is None):
             raise ValueError(f"comparison {self.name!r}: give exactly one of column or columns")
-        if self.columns is not None and self.kind in ("date", "numeric"):
+        if self.columns is not None and self.single_column:
             raise ValueError(f"comparison {self.name!r}: a {self.kind} comparison takes one column, not columns")
-        given = {option for option in _ALL_OPTIONS if getattr(self, option) is not None}
-        foreign = sorted(given - _KIND_OPTIONS[self.kind])
-        if foreign:
-            raise ValueError(f"comparison {self.name!r}: {foreign} do not apply to kind {self.kind!r}")
-        if self.jaro_winkler is not None and not all(0 < t < 1 for t in self.jaro_winkler):
-            raise ValueError(f"comparison {self.name!r}: jaro_winkler thresholds must lie in (0, 1)")
-        if self.levenshtein is not None and not all(d >= 1 for d in self.levenshtein):
-            raise ValueError(f"comparison {self.name!r}: levenshtein thresholds must be at least 1")
-        if self.abs_differences is not None and not all(d > 0 for d in self.abs_differences):
-            raise ValueError(f"comparison {self.name!r}: abs_differences must be positive")
-        for option in ("jaro_winkler", "levenshtein", "date_levels", "abs_differences"):
-            values = getattr(self, option)
-            if values is not None and len(set(values)) != len(values):
-                raise ValueError(f"comparison {self.name!r}: {option} has repeated values {values}")
+        self._check_options()
         if len(self.labels) < 2:
             raise ValueError(f"comparison {self.name!r}: it needs at least one level above else")
         for option in ("m_probabilities", "u_probabilities"):
@@ -129,9 +136,21 @@ class ComparisonConfig(Strict):
                 raise ValueError(f"comparison {self.name!r}: {option} must be in (0, 1] and sum to 1, got {values}")
         return self
 
+    def _check_options(self) -> None:
+        """The kind's own checks of its options (ranges, repeats)."""
+
+    def _no_repeats(self, option: str) -> None:
+        values = getattr(self, option)
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"comparison {self.name!r}: {option} has repeated values {values}")
+
     # ---------------------------------------------------------------------------------------------
     # Levels
     # ---------------------------------------------------------------------------------------------
+
+    def levels(self) -> list[Level]:
+        """Every level above else, best first. Pure data until a condition is called: no Spark needed."""
+        raise NotImplementedError
 
     @property
     def source_columns(self) -> list[str]:
@@ -144,57 +163,21 @@ class ComparisonConfig(Strict):
     @property
     def labels(self) -> list[str]:
         """Level labels from the best down to ``else``; the label at index i is level ``len - 1 - i``."""
-        return [label for label, _, _ in self._level_specs()] + ["else"]
+        return [level.label for level in self.levels()] + ["else"]
 
     def label_of(self, level: int) -> str:
         return "null" if level == NULL_LEVEL else self.labels[len(self.labels) - 1 - level]
-
-    def _level_specs(self) -> list[tuple[str, str, Any]]:
-        """(label, test, parameter) of every level above else, best first. Pure data: no Spark needed."""
-        specs: list[tuple[str, str, Any]] = []
-        if self.kind in ("exact", "date") or self.exact:
-            specs.append(("exact", "exact", None))
-        if self.kind == "string":
-            specs += [
-                (f"jaro_winkler>={t:g}", "jaro_winkler", t) for t in sorted(self.jaro_winkler or [], reverse=True)
-            ]
-            specs += [(f"levenshtein<={d}", "levenshtein", d) for d in sorted(self.levenshtein or [])]
-        elif self.kind == "date":
-            names = self.date_levels if self.date_levels is not None else ["off_by_one_day", "day_month_swapped"]
-            specs += [(name, "date", name) for name in names]
-        elif self.kind == "numeric":
-            specs += [(f"abs_difference<={d:g}", "abs_difference", d) for d in sorted(self.abs_differences or [])]
-        return specs
-
-    def _condition(self, test: str, parameter: Any, left: Column, right: Column) -> Column:
-        if test == "exact":
-            return left == right
-        if test == "jaro_winkler":
-            return F.col(self._helper("jw")) >= parameter - _THRESHOLD_EPSILON
-        if test == "levenshtein":
-            lev = F.col(self._helper("lev"))
-            return (lev >= 0) & (lev <= parameter)
-        if test == "date":
-            return _date_condition(parameter, left, right)
-        if test == "abs_difference":
-            return F.abs(left - right) <= parameter + _THRESHOLD_EPSILON
-        raise ValueError(f"unknown level test {test!r}")
 
     # ---------------------------------------------------------------------------------------------
     # Spark expressions over a pairs DataFrame (columns <column>_l, <column>_r)
     # ---------------------------------------------------------------------------------------------
 
+    def _side_columns(self, side: str) -> list[Column]:
+        return [F.col(f"`{c}_{side}`") for c in self.source_columns]
+
     def value(self, side: str) -> Column:
         """The compared value of one side of the pair (``side`` is ``l`` or ``r``); null when missing."""
-        cols = [F.col(f"`{c}_{side}`") for c in self.source_columns]
-        if self.kind == "date":
-            # without a format, try_to_date casts: ISO strings, dates and timestamps all become dates, and
-            # a malformed string becomes null rather than failing the job under ANSI mode
-            if self.date_format:
-                return F.try_to_date(cols[0].cast("string"), self.date_format)
-            return F.try_to_date(cols[0])
-        if self.kind == "numeric":
-            return cols[0].cast("double")
+        cols = self._side_columns(side)
         if len(cols) == 1:
             text = F.trim(cols[0].cast("string"))
         else:
@@ -207,8 +190,58 @@ class ComparisonConfig(Strict):
 
     def helper_columns(self) -> list[Column]:
         """Scores that several levels read, computed once before the levels (a pandas UDF runs once per row)."""
-        if self.kind != "string":
-            return []
+        return []
+
+    def gamma(self) -> Column:
+        """The integer level of each pair, as ``gamma_<name>``; needs ``helper_columns`` computed first."""
+        left, right = self.value("l"), self.value("r")
+        level = F.when(left.isNull() | right.isNull(), F.lit(NULL_LEVEL))
+        levels = self.levels()
+        for rank, above_else in enumerate(levels):
+            level = level.when(above_else.holds(left, right), F.lit(len(levels) - rank))
+        return level.otherwise(F.lit(ELSE_LEVEL)).cast("int").alias(self.gamma_column)
+
+
+class ExactComparison(Comparison):
+    """Exact agreement or not."""
+
+    kind: Literal["exact"]
+
+    def levels(self) -> list[Level]:
+        return [_exact_level()]
+
+
+class StringComparison(Comparison):
+    """Exact, then Jaro-Winkler similarity thresholds (highest first), then Levenshtein distances (smallest first)."""
+
+    kind: Literal["string"]
+    jaro_winkler: list[float] | None = Field(None, description="string: similarity thresholds, e.g. [0.95, 0.88]")
+    levenshtein: list[int] | None = Field(None, description="string: edit-distance thresholds, e.g. [1, 2]")
+
+    options: ClassVar[frozenset[str]] = frozenset({"jaro_winkler", "levenshtein"})
+
+    def _check_options(self) -> None:
+        if self.jaro_winkler is not None and not all(0 < t < 1 for t in self.jaro_winkler):
+            raise ValueError(f"comparison {self.name!r}: jaro_winkler thresholds must lie in (0, 1)")
+        if self.levenshtein is not None and not all(d >= 1 for d in self.levenshtein):
+            raise ValueError(f"comparison {self.name!r}: levenshtein thresholds must be at least 1")
+        self._no_repeats("jaro_winkler")
+        self._no_repeats("levenshtein")
+
+    def levels(self) -> list[Level]:
+        jw, lev = self._helper("jw"), self._helper("lev")
+        levels = [_exact_level()] if self.exact else []
+        levels += [
+            Level(f"jaro_winkler>={t:g}", lambda _l, _r, t=t: F.col(jw) >= t - _THRESHOLD_EPSILON)
+            for t in sorted(self.jaro_winkler or [], reverse=True)
+        ]
+        levels += [
+            Level(f"levenshtein<={d}", lambda _l, _r, d=d: (F.col(lev) >= 0) & (F.col(lev) <= d))
+            for d in sorted(self.levenshtein or [])
+        ]
+        return levels
+
+    def helper_columns(self) -> list[Column]:
         left, right = self.value("l"), self.value("r")
         differ = left != right
         helpers = []
@@ -221,14 +254,65 @@ class ComparisonConfig(Strict):
             helpers.append(F.levenshtein(left, right, max(self.levenshtein)).alias(self._helper("lev")))
         return helpers
 
-    def gamma(self) -> Column:
-        """The integer level of each pair, as ``gamma_<name>``; needs ``helper_columns`` computed first."""
-        left, right = self.value("l"), self.value("r")
-        level = F.when(left.isNull() | right.isNull(), F.lit(NULL_LEVEL))
-        specs = self._level_specs()
-        for rank, (_, test, parameter) in enumerate(specs):
-            level = level.when(self._condition(test, parameter, left, right), F.lit(len(specs) - rank))
-        return level.otherwise(F.lit(ELSE_LEVEL)).cast("int").alias(self.gamma_column)
+
+class DateComparison(Comparison):
+    """Exact, then the ``date_levels`` in the order given (default off by one day, then day and month swapped)."""
+
+    kind: Literal["date"]
+    date_levels: list[DateLevel] | None = Field(
+        None, description="date: levels below exact, best first; default off_by_one_day, day_month_swapped"
+    )
+    date_format: str | None = Field(None, description="date: pattern of string dates; default ISO yyyy-MM-dd")
+
+    options: ClassVar[frozenset[str]] = frozenset({"date_levels", "date_format"})
+    single_column: ClassVar[bool] = True
+
+    def _check_options(self) -> None:
+        self._no_repeats("date_levels")
+
+    def levels(self) -> list[Level]:
+        names = self.date_levels if self.date_levels is not None else ["off_by_one_day", "day_month_swapped"]
+        return [_exact_level()] + [
+            Level(name, lambda left, right, n=name: _date_condition(n, left, right)) for name in names
+        ]
+
+    def value(self, side: str) -> Column:
+        # without a format, try_to_date casts: ISO strings, dates and timestamps all become dates, and
+        # a malformed string becomes null rather than failing the job under ANSI mode
+        column = self._side_columns(side)[0]
+        if self.date_format:
+            return F.try_to_date(column.cast("string"), self.date_format)
+        return F.try_to_date(column)
+
+
+class NumericComparison(Comparison):
+    """Exact, then absolute differences (smallest first)."""
+
+    kind: Literal["numeric"]
+    abs_differences: list[float] | None = Field(None, description="numeric: absolute-difference thresholds")
+
+    options: ClassVar[frozenset[str]] = frozenset({"abs_differences"})
+    single_column: ClassVar[bool] = True
+
+    def _check_options(self) -> None:
+        if self.abs_differences is not None and not all(d > 0 for d in self.abs_differences):
+            raise ValueError(f"comparison {self.name!r}: abs_differences must be positive")
+        self._no_repeats("abs_differences")
+
+    def levels(self) -> list[Level]:
+        levels = [_exact_level()] if self.exact else []
+        return levels + [
+            Level(f"abs_difference<={d:g}", lambda left, right, d=d: F.abs(left - right) <= d + _THRESHOLD_EPSILON)
+            for d in sorted(self.abs_differences or [])
+        ]
+
+    def value(self, side: str) -> Column:
+        return self._side_columns(side)[0].cast("double")
+
+
+ComparisonConfig = Annotated[
+    ExactComparison | StringComparison | DateComparison | NumericComparison, Field(discriminator="kind")
+]
 
 
 def _date_condition(name: str, left: Column, right: Column) -> Column:

@@ -11,11 +11,13 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp_spark import tables
+from cdp_spark import tables, tracking
 from cdp_spark.config import ConfigError
+from cdp_spark.identity import registry
 from cdp_spark.identity.evaluate import identity_metrics
+from cdp_spark.identity.model import FittedModel
 from cdp_spark.identity.resolve import resolve
-from cdp_spark.identity.rules import load_identity
+from cdp_spark.identity.rules import IdentityConfig, load_identity
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
@@ -65,13 +67,33 @@ def lineage_transaction(spark: SparkSession, root: str) -> dict[str, str]:
     return {"txnAppId": f"cdp-resolve-lineage:{table_id}", "txnVersion": str(version + 1)}
 
 
+def given_model(
+    ctx: Context, config: IdentityConfig, source: str, tracker: tracking.Tracking | None
+) -> FittedModel | None:
+    """The model ``--model`` names (a JSON path or a registered model), checked against ``config``; None without it."""
+    ref = getattr(ctx.args, "model", None)
+    if not ref:
+        return None
+    if config.probabilistic is None:
+        raise ConfigError(f"--model {ref}: {source} has no probabilistic section to score with a model")
+    model = registry.load_model(ref, config.probabilistic, source, LakeFiles(ctx.spark), tracker)
+    log.info("[resolve] probabilistic model from %s (not trained)", ref)
+    return model
+
+
 def run(ctx: Context, stage: StageRun) -> None:
     args = ctx.args
     if getattr(args, "records", None):
         run_on_file(ctx, stage)
         return
     spark, root = ctx.spark, ctx.root
-    config = load_identity(ctx.config.files.identity)
+    source = ctx.config.files.identity
+    config = load_identity(source)
+    tracker = tracking.connect(ctx.config.mlflow) if config.probabilistic is not None else None
+    model = given_model(ctx, config, source, tracker)
+    champion_version, champion = None, None
+    if model is None and tracker is not None:
+        champion_version, champion = registry.champion(tracker, config.probabilistic)
     with stage.step("read silver") as counts:
         records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
         facts = {
@@ -86,7 +108,9 @@ def run(ctx: Context, stage: StageRun) -> None:
         )
         counts["records"] = records.count()
     with stage.step("resolve") as counts:
-        result = resolve(spark, records, config, previous, facts, run_id=stage.run_id)
+        result = resolve(
+            spark, records, config, previous, facts, run_id=stage.run_id, model=model, compare_with=champion
+        )
         identity_map = result.identity_map.checkpoint()
         row = identity_map.agg(F.count("*").alias("vertices"), F.countDistinct("cdp_id").alias("cdp_ids")).first()
         counts["vertices"], counts["cdp_ids"] = row["vertices"], row["cdp_ids"]
@@ -124,8 +148,26 @@ def run(ctx: Context, stage: StageRun) -> None:
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
         counts["guarded_values"] = result.guarded_values.count()
         counts["oversized_components"] = result.offending.count()
-    if result.model is not None:
-        log.info("[resolve] probabilistic model: %s", json.dumps(result.model.to_dict())[:2000])
+    if result.trained and tracker is not None:
+        with stage.step("register identity model") as counts:
+            path = registry.model_path(root, stage.run_id)
+            registry.save_model_file(LakeFiles(spark), path, result.model)
+            registered = registry.register(
+                tracker, result.model, champion_version, result.model_change, {"cdp.run_id": stage.run_id}, path
+            )
+            counts["model_version"] = int(registered.version)
+            counts["model_promoted"] = int(registered.decision.promoted)
+        log.info(
+            "[resolve] probabilistic model trained: %s; registered %s version %s (%s: %s); "
+            "reuse it with --model %s or --model %s",
+            path,
+            config.probabilistic.registered_model,
+            registered.version,
+            registered.decision.alias,
+            registered.decision.reason,
+            path,
+            config.probabilistic.registered_model,
+        )
 
 
 def run_on_file(ctx: Context, stage: StageRun) -> None:
@@ -135,13 +177,19 @@ def run_on_file(ctx: Context, stage: StageRun) -> None:
         raise ConfigError("resolve --records needs --id-column, --config and --out")
     spark = ctx.spark
     config = load_identity(args.config).model_copy(update={"record_id": args.id_column})
+    needs_registry = getattr(args, "model", None) and registry.is_registry_reference(args.model)
+    model = given_model(ctx, config, args.config, tracking.connect(ctx.config.mlflow) if needs_registry else None)
     with stage.step("resolve file") as counts:
         records = _read_records_file(spark, args.records)
-        result = resolve(spark, records, config, run_id=stage.run_id)
+        result = resolve(spark, records, config, run_id=stage.run_id, model=model)
         out = args.out.rstrip("/")
         result.identity_map.select(F.col("record_id"), "cdp_id").write.mode("overwrite").parquet(f"{out}/identity_map")
         result.edges.write.mode("overwrite").parquet(f"{out}/edges")
         counts["records"] = spark.read.parquet(f"{out}/identity_map").count()
+        if result.trained:
+            # no registry for an ad hoc file: the model goes beside the output, for --model next time
+            registry.save_model_file(LakeFiles(spark), f"{out}/identity_model.json", result.model)
+            log.info("[resolve] probabilistic model trained: %s/identity_model.json (reuse it with --model)", out)
 
 
 def evaluate(ctx: Context, stage: StageRun) -> dict:

@@ -9,11 +9,15 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp_spark.identity import probabilistic
+from cdp_spark.identity.blocking import candidate_pairs
 from cdp_spark.identity.deterministic import anonymous_records, deterministic_edges, guard_values, identifier_values
 from cdp_spark.identity.graph import cluster
+from cdp_spark.identity.model import FittedModel, accepted_edges
+from cdp_spark.identity.model_change import ModelChange, model_change
 from cdp_spark.identity.rules import IdentityConfig
 from cdp_spark.identity.stable_ids import assign_cdp_ids
+from cdp_spark.identity.training import NoCandidatePairs, train
+from cdp_spark.identity.vectors import comparison_vectors
 from cdp_spark.ops import progress
 
 log = logging.getLogger("cdp_spark")
@@ -28,28 +32,40 @@ class ResolveResult:
     guarded_values: DataFrame  # identifier, value, records, reason
     lineage: DataFrame  # cdp_id, event, previous_cdp_ids, records
     offending: DataFrame  # component_id, reason (still over a limit after the guards)
-    model: probabilistic.FittedModel | None
+    model: FittedModel | None  # the model the probabilistic edges were scored with
+    trained: bool  # whether this run trained that model (else it was given)
+    model_change: ModelChange | None  # a trained model against ``compare_with``, on the same candidate pairs
 
 
 def probabilistic_edges(
-    records: DataFrame, config: IdentityConfig
-) -> tuple[DataFrame, probabilistic.FittedModel, DataFrame]:
+    records: DataFrame,
+    config: IdentityConfig,
+    model: FittedModel | None = None,
+    compare_with: FittedModel | None = None,
+) -> tuple[DataFrame, FittedModel, DataFrame, ModelChange | None]:
     """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones.
 
-    Returns (edges, fitted model, the persisted comparison vectors the edges read: unpersist them once the
-    edges are materialized). The candidate pairs and their levels (the Jaro-Winkler UDF among them) are
-    computed once: training counts them and scoring filters the same rows.
+    ``model``: score with it (its comparisons must be the config's) instead of training one. ``compare_with``: a
+    model (the champion) a trained one is compared with on the same candidate pairs. Returns (edges, the model,
+    the comparison vectors the edges read, persisted when trained: unpersist them once the edges are materialized,
+    the change).
+    The candidate pairs and their levels (the Jaro-Winkler UDF among them) are computed once: training counts them,
+    scoring and the comparison filter the same rows.
     """
     settings = config.probabilistic
-    vectors = probabilistic.comparison_vectors(
-        probabilistic.candidate_pairs(records, settings, config.record_id), settings
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    vectors = comparison_vectors(candidate_pairs(records, settings, config.record_id), settings)
+    if model is None:  # read twice or three times: by training, the comparison and the edges
+        vectors = vectors.persist(StorageLevel.MEMORY_AND_DISK)
+    change = None
     try:
-        model = probabilistic.train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
+        if model is None:
+            model = train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
+            if compare_with is not None:
+                change = model_change(vectors, model, compare_with, settings.match_threshold)
     except BaseException:
         vectors.unpersist()
         raise
-    accepted = probabilistic.accepted_edges(records, settings, config.record_id, model, vectors=vectors)
+    accepted = accepted_edges(records, settings, config.record_id, model, vectors=vectors)
     edges = accepted.select(
         F.col("src_record_id").cast("string"),
         F.col("dst_record_id").cast("string"),
@@ -57,7 +73,7 @@ def probabilistic_edges(
         F.col("score").cast("double"),
         F.lit(None).cast("string").alias("identifier"),
     )
-    return edges, model, vectors
+    return edges, model, vectors, change
 
 
 def resolve(
@@ -67,8 +83,14 @@ def resolve(
     previous_map: DataFrame | None = None,
     facts: dict[str, DataFrame] | None = None,
     run_id: str = "adhoc",
+    model: FittedModel | None = None,
+    compare_with: FittedModel | None = None,
 ) -> ResolveResult:
-    """Resolve ``records`` (any schema: the columns are named in ``config``) into stable cdp_ids."""
+    """Resolve ``records`` (any schema: the columns are named in ``config``) into stable cdp_ids.
+
+    ``model``: score the probabilistic pairs with this fitted model instead of training one (train once, resolve
+    many). ``compare_with``: compare the model this run trains with this one (the champion) on the same pairs.
+    """
     missing = [r.column for r in config.identifiers if r.column and r.column not in records.columns]
     if config.record_id not in records.columns:
         missing.insert(0, config.record_id)
@@ -83,13 +105,15 @@ def resolve(
         values = values.checkpoint()
     usable, guarded = guard_values(values, config)
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
-    model, vectors = None, None
+    trained = model is None
+    vectors, change = None, None
     if config.probabilistic is not None:
+        what = "u from random pairs, m by EM" if trained else "given, not trained"
         try:
-            with progress("[resolve] probabilistic model (u from random pairs, m by EM)"):
-                prob_edges, model, vectors = probabilistic_edges(records, config)
+            with progress(f"[resolve] probabilistic model ({what})"):
+                prob_edges, model, vectors, change = probabilistic_edges(records, config, model, compare_with)
             edges = edges.unionByName(prob_edges)
-        except probabilistic.NoCandidatePairs as exc:
+        except NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
     vertices = records.select(F.col(config.record_id).alias("record_id"))
     if anonymous is not None:
@@ -99,4 +123,4 @@ def resolve(
     if vectors is not None:
         vectors.unpersist()  # cluster() materialized the edges
     identity_map, lineage = assign_cdp_ids(components, previous_map, run_id)
-    return ResolveResult(identity_map, edges, guarded, lineage, offending, model)
+    return ResolveResult(identity_map, edges, guarded, lineage, offending, model, trained and model is not None, change)

@@ -1,4 +1,5 @@
-"""Identity rules as data (`conf/identity.yaml`): identifiers, limits, blocked and hot values, clustering."""
+"""Identity rules as data (`conf/identity.yaml`): identifiers, limits, blocked and hot values, probabilistic
+matching (blocking rules, comparisons, training knobs), clustering."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cdp_spark.config import Strict, load_model_file
-from cdp_spark.identity.probabilistic import ProbabilisticConfig
+from cdp_spark.identity.blocking_rule import parse_blocking_rule
+from cdp_spark.identity.comparisons import ComparisonConfig
 
 
 class IdentifierRule(Strict):
@@ -26,6 +28,67 @@ class FactIdentifiers(Strict):
     table: Literal["orders", "events", "support_tickets", "email_engagement"]
     anchor: str = Field(description="the identifier whose value becomes an anonymous record (e.g. cookie)")
     identifiers: dict[str, str] = Field(description="identifier name -> column of the fact table")
+
+
+class RetrainGate(Strict):
+    """How far a retrained model may move from the champion, on the same candidate pairs, and still replace it.
+
+    Without labels: what matters is whether the links change. A model that flips many accept decisions, or moves a
+    level's weight by several bits, is a different model: it stays ``challenger`` until someone looks at it.
+    """
+
+    max_changed_links: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="most share of the links (pairs either model accepts) whose accept decision differs",
+    )
+    max_weight_change: float = Field(
+        2.0, ge=0, description="most change, in bits, of any comparison level's match weight log2(m/u)"
+    )
+
+
+class ProbabilisticConfig(Strict):
+    """Blocking rules, comparisons, the acceptance threshold and the training knobs."""
+
+    blocking_rules: list[str] = Field(
+        min_length=1,
+        max_length=31,
+        description="SQL over l. and r. columns, e.g. 'l.last_name = r.last_name and l.year = r.year'",
+    )
+    comparisons: list[ComparisonConfig] = Field(min_length=1)
+    match_threshold: float = Field(
+        0.99, gt=0, lt=1, description="a match PROBABILITY: pairs with match_probability >= this become edges"
+    )
+    max_pairs_for_u: int = Field(1_000_000, gt=0, description="random record pairs counted to estimate u")
+    seed: int = Field(42, description="seeds the random pairs of u: the same records train the same model")
+    em_max_iterations: int = Field(1000, gt=0, description="EM runs on the driver over a few hundred rows: cheap")
+    em_tolerance: float = Field(
+        1e-4, gt=0, description="stop when no m moves by more than this and lambda by less than this, relatively"
+    )
+    prior_match_probability: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="initial lambda (over all pairs) of the final EM; default: a tenth of the candidate pairs match",
+    )
+    registered_model: str = Field(
+        "cdp_identity",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the MLflow registered model resolve registers each trained model under (`--model NAME` loads it)",
+    )
+    retrain_gate: RetrainGate = Field(default_factory=RetrainGate)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProbabilisticConfig:
+        names = [c.name for c in self.comparisons]
+        if len(set(names)) != len(names):
+            raise ValueError(f"comparison names must be unique, got {names}")
+        if "id" in names:
+            raise ValueError("'id' is reserved (id_l, id_r); name the comparison after what it compares")
+        for text in self.blocking_rules:
+            parse_blocking_rule(text)
+        return self
 
 
 class ClusteringConfig(Strict):

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from cdp_spark.ml import tracking
+from cdp_spark import tracking
 from cdp_spark.ml.churn import (
     BalancedChurnClassifier,
     build_estimator,

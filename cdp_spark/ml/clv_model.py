@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cdp_spark.ml import tracking
+from cdp_spark import tracking
 from cdp_spark.ml.clv import (
     DAYS_PER_MONTH,
     BetaGeoParams,

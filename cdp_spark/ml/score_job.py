@@ -6,9 +6,8 @@ from functools import cache
 
 from pyspark.sql import functions as F
 
-from cdp_spark import tables
+from cdp_spark import tables, tracking
 from cdp_spark.features import Facts, customer_features_at, default_as_of
-from cdp_spark.ml import tracking
 from cdp_spark.ml.config import load_models
 from cdp_spark.ml.scoring import score_customers
 from cdp_spark.ml.snapshots import feature_snapshots

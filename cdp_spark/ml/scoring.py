@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark.ml.clv_model import INPUT_COLUMNS, OUTPUT_COLUMNS
-from cdp_spark.ml.tracking import ChampionRef
+from cdp_spark.tracking import ChampionRef
 
 SCORE_COLUMNS = [
     "cdp_id",

@@ -7,8 +7,8 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
+from cdp_spark import tracking
 from cdp_spark.features import Facts, customer_features_at, default_as_of, purchases
-from cdp_spark.ml import tracking
 from cdp_spark.ml.churn_examples import churn_dates
 from cdp_spark.ml.churn_model import train_churn
 from cdp_spark.ml.clv_model import train_clv

@@ -1,7 +1,9 @@
 """MLflow plumbing shared by the models: the experiment, registered versions, and the champion/challenger gate.
 
-A new model version becomes ``champion`` only if it beats the current champion evaluated on the same holdout;
-otherwise it is aliased ``challenger``. The first version of a model is champion. Scoring loads champions only.
+Used by the identity model (resolve) and the churn and CLV models (train, score): below both stages.
+A new model version becomes ``champion`` only if it passes its gate against the current champion (churn and CLV:
+it beats the champion on the same holdout; identity: it changes the accepted links little enough); otherwise it is
+aliased ``challenger``. The first version of a model is champion. Scoring loads champions only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 import mlflow
 from mlflow import MlflowClient
@@ -109,6 +112,18 @@ def champion(tracking: Tracking, name: str) -> ChampionRef:
     return ChampionRef(name=name, version=str(version.version), input_names=input_names)
 
 
+class Gate(Protocol):
+    """What a gate decided: the alias the new version gets, and the params that record why."""
+
+    @property
+    def alias(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def as_params(self) -> dict[str, str]: ...
+
+
 @dataclass(frozen=True)
 class GateDecision:
     """The outcome of comparing a new version with the champion on the new version's holdout."""
@@ -158,7 +173,7 @@ def decide(
     return GateDecision(metric, new_score, champion_version, champion_score, beats, reason)
 
 
-def apply_gate(client: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
+def apply_gate(client: MlflowClient, name: str, version: str, decision: Gate) -> None:
     """Move the alias the decision names onto ``version`` and record the comparison on the version itself."""
     client.set_registered_model_alias(name, decision.alias, version)
     for key, value in decision.as_params().items():

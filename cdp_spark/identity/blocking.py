@@ -1,0 +1,83 @@
+"""Blocking: the candidate pairs, records that satisfy at least one blocking rule, each pair once.
+
+Pairs carry each record column twice, as ``<column>_l`` and ``<column>_r``, next to ``id_l < id_r``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import reduce
+
+from pyspark.errors import AnalysisException, ParseException
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cdp_spark.config import ConfigError
+from cdp_spark.identity.blocking_rule import BlockingRule, parse_blocking_rule, to_pair_columns
+from cdp_spark.identity.rules import ProbabilisticConfig
+
+
+def record_side(records: DataFrame, id_col: str, columns: list[str], side: str) -> DataFrame:
+    """One side of the pairs: ``id_<side>`` and ``<column>_<side>`` for each of ``columns``."""
+    return records.select(
+        F.col(f"`{id_col}`").alias(f"id_{side}"), *[F.col(f"`{c}`").alias(f"{c}_{side}") for c in columns]
+    )
+
+
+def pair_columns(config: ProbabilisticConfig, rules: Sequence[BlockingRule]) -> list[str]:
+    """The record columns a pair carries: those the comparisons and then the rules read, each once."""
+    columns = [c for comparison in config.comparisons for c in comparison.source_columns]
+    columns += [c for rule in rules for c in rule.columns]
+    return list(dict.fromkeys(columns))
+
+
+def require_columns(records: DataFrame, id_col: str, columns: list[str]) -> None:
+    """A ConfigError naming the columns the settings name and the records lack."""
+    missing = [c for c in [id_col, *columns] if c not in records.columns]
+    if missing:
+        raise ConfigError(
+            f"records lack column(s) {missing} named by the probabilistic config (id column, comparisons or "
+            f"blocking rules); the records have {records.columns}"
+        )
+    if "id" in columns and id_col != "id":
+        raise ConfigError("a record column named 'id' clashes with the pair columns id_l/id_r; rename it")
+
+
+def candidate_pairs(records: DataFrame, config: ProbabilisticConfig, id_col: str) -> DataFrame:
+    """Pairs of records that satisfy at least one blocking rule, each pair once with ``id_l < id_r``.
+
+    In: ``id_col`` and the columns the comparisons and rules name. Out: ``id_l, id_r``,
+    ``<column>_l, <column>_r`` for each of those columns, and ``blocked_by`` (bit i set when the pair
+    satisfies rule i). Each rule is an equi-join on its equality
+    terms plus a filter for the rest; a pair an earlier rule already produced is filtered out of the
+    later ones (cheaper than a distinct over all pairs, which would shuffle them all again).
+    """
+    parsed = [parse_blocking_rule(text) for text in config.blocking_rules]
+    columns = pair_columns(config, parsed)
+    require_columns(records, id_col, columns)
+    left, right = record_side(records, id_col, columns, "l"), record_side(records, id_col, columns, "r")
+    earlier: list[str] = []
+    parts = []
+    for rule in parsed:
+        for variant in [rule, rule.mirrored()]:
+            if variant is None:
+                continue
+            try:
+                keep = F.col("id_l") < F.col("id_r")
+                for condition in variant.filters:
+                    keep = keep & F.expr(to_pair_columns(condition))
+                for condition in earlier:
+                    keep = keep & ~F.coalesce(F.expr(condition), F.lit(False))
+                parts.append(left.join(right, variant.join_keys(), "inner").where(keep))
+            except (AnalysisException, ParseException) as exc:
+                raise ConfigError(f"blocking rule {rule.text!r}: {str(exc).splitlines()[0]}") from None
+            earlier.append(variant.condition())
+    ordered = ["id_l", "id_r", *[f"{c}_l" for c in columns], *[f"{c}_r" for c in columns]]
+    # every rule a pair satisfies, not just the first that produced it: training estimates m per rule
+    holds = []
+    for i, rule in enumerate(parsed):
+        variants = [v.condition() for v in [rule, rule.mirrored()] if v is not None]
+        condition = F.coalesce(F.expr(" OR ".join(f"({v})" for v in variants)), F.lit(False))
+        holds.append(F.when(condition, F.lit(1 << i)).otherwise(F.lit(0)))
+    blocked_by = reduce(Column.__add__, holds).alias("blocked_by")
+    return reduce(DataFrame.unionByName, parts).select(*[f"`{c}`" for c in ordered], blocked_by)
