@@ -11,9 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
-from cdp_spark.config import LakehouseConfig, SparkConfig
+from cdp_spark import tracking
+from cdp_spark.config import LakehouseConfig, MlflowConfig, SparkConfig
 from cdp_spark.session import build_session
 from cdp_spark.sources import KNOWN_JDBC_DRIVERS
 
@@ -67,6 +69,18 @@ def spark(tmp_path_factory):
 def lakehouse(tmp_path) -> LakehouseConfig:
     """A fresh lakehouse folder for one test, so tests never share tables by accident."""
     return LakehouseConfig(root=str(tmp_path / "lakehouse"))
+
+
+@pytest.fixture
+def tracker(tmp_path, monkeypatch) -> tracking.Tracking:
+    """A fresh MLflow store and registry in a temp folder (never the repo's mlruns.db)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous = mlflow.get_tracking_uri()
+    config = MlflowConfig(
+        tracking_uri=f"sqlite:///{tmp_path}/mlruns.db", artifact_root=str(tmp_path / "mlartifacts"), experiment="test"
+    )
+    yield tracking.connect(config)
+    mlflow.set_tracking_uri(previous)
 
 
 def pytest_collection_modifyitems(items):

@@ -15,8 +15,8 @@ import yaml
 from chispa import assert_df_equality
 from pydantic import ValidationError
 
-from cdp_spark import tables, tracking
-from cdp_spark.config import ConfigError, MlflowConfig, load_config
+from cdp_spark import tables
+from cdp_spark.config import ConfigError, load_config
 from cdp_spark.identity import registry
 from cdp_spark.identity import resolve as resolve_module
 from cdp_spark.identity.blocking import candidate_pairs
@@ -82,18 +82,6 @@ def email_model(m: list[float], u: list[float], prior: float = 0.01) -> FittedMo
         }
     )
     return fitted_model(config, "record_id", {"email": m}, {"email": u}, prior)
-
-
-@pytest.fixture
-def tracker(tmp_path, monkeypatch) -> tracking.Tracking:
-    """A fresh MLflow store and registry in a temp folder (never the repo's mlruns.db)."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    previous = mlflow.get_tracking_uri()
-    config = MlflowConfig(
-        tracking_uri=f"sqlite:///{tmp_path}/mlruns.db", artifact_root=str(tmp_path / "mlartifacts"), experiment="test"
-    )
-    yield tracking.connect(config)
-    mlflow.set_tracking_uri(previous)
 
 
 # --------------------------------------------------------------------------------------------------

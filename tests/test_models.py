@@ -37,18 +37,6 @@ CDNOW_BG_NBD = BetaGeoParams(r=0.2426, alpha=4.4135, a=0.7929, b=2.4258, log_lik
 CDNOW_GAMMA_GAMMA = GammaGammaParams(p=6.2488, q=3.7446, gamma=15.4478, log_likelihood=-4055.92, n_customers=946)
 
 
-@pytest.fixture
-def tracker(tmp_path, monkeypatch) -> tracking.Tracking:
-    """A fresh MLflow store and registry in a temp folder (never the repo's mlruns.db)."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    previous = mlflow.get_tracking_uri()
-    config = MlflowConfig(
-        tracking_uri=f"sqlite:///{tmp_path}/mlruns.db", artifact_root=str(tmp_path / "mlartifacts"), experiment="test"
-    )
-    yield tracking.connect(config)
-    mlflow.set_tracking_uri(previous)
-
-
 def mlflow_config(tracker: tracking.Tracking, tmp_path: Path) -> MlflowConfig:
     return MlflowConfig(
         tracking_uri=tracker.tracking_uri, artifact_root=str(tmp_path / "mlartifacts"), experiment="test"
