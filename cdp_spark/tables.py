@@ -37,6 +37,12 @@ def bronze(source: str) -> Table:
     return Table("bronze", source)
 
 
+def batch_id(source: str, version: int) -> str:
+    """The ``_batch_id`` of a source's bronze rows from ingest batch ``version`` (``crm-000003``): ordered as
+    text, the way standardize compares them with its ``ops.silver_log``."""
+    return f"{source}-{version:06d}"
+
+
 CUSTOMER_RECORDS = Table("silver", "customer_records")
 ORDERS = Table("silver", "orders")
 EVENTS = Table("silver", "events")

@@ -14,6 +14,7 @@ from cdp_spark.config import ConfigError, load_model_file
 from cdp_spark.ingest import bronze
 from cdp_spark.ingest.bronze import plan_batch, run_batch
 from cdp_spark.sources import SourceConfig, SourcesConfig
+from cdp_spark.standardize.job import ingested_batches
 
 CRM = SourceConfig.model_validate(
     {
@@ -169,6 +170,9 @@ def test_run_killed_after_bronze_write_is_completed_once(spark, tmp_path, lakeho
     with pytest.raises(RuntimeError, match="killed"):
         ingest(spark, root, CRM, sample)
     monkeypatch.setattr(bronze, "_append_log", original_append_log)
+    # Its rows are in bronze, but standardize takes a batch only once ingest committed it.
+    assert tables.read(spark, root, tables.bronze("crm")).count() == 2
+    assert ingested_batches(spark, root) == {}
 
     # A new file arrives before the rerun: the rerun first finishes the planned batch, then takes the new file.
     write_day(
@@ -176,8 +180,10 @@ def test_run_killed_after_bronze_write_is_completed_once(spark, tmp_path, lakeho
     )
     resumed = ingest(spark, root, CRM, sample)
     assert resumed.rows_read == 2
+    assert ingested_batches(spark, root) == {"crm": "crm-000000"}
     follow_up = ingest(spark, root, CRM, sample)
     assert follow_up.rows_read == 1
+    assert ingested_batches(spark, root) == {"crm": "crm-000001"}
     assert ingest(spark, root, CRM, sample) is None
 
     ids = sorted(r[0] for r in tables.read(spark, root, tables.bronze("crm")).select("customer_id").collect())

@@ -23,6 +23,7 @@ from cdp_spark.activation import job as activation_job
 from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
 from cdp_spark.exports import UnsafePath
 from cdp_spark.hashing import HashKey
+from cdp_spark.ingest.bronze import INGEST_LOG_SCHEMA
 from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
@@ -251,6 +252,16 @@ LINEAGE = ", _ingested_at timestamp, _source_file string, _batch_id string, _res
 
 def lineage(batch: str) -> tuple:
     return (NOW, f"file:/data/{batch}.csv", batch, None)
+
+
+def log_ingested(spark, root: str, batches: dict[str, tuple[int, int]]) -> None:
+    """The ``ops.ingest_log`` commits of bronze rows this test writes by hand: ``{source: (batch version, rows)}``
+    (standardize takes a source's new batches from that log)."""
+    rows = [
+        (source, version, "committed", [f"file:/data/{source}.csv"], None, None, n, n, 0, "test", NOW)
+        for source, (version, n) in batches.items()
+    ]
+    tables.append(spark.createDataFrame(rows, INGEST_LOG_SCHEMA), root, tables.INGEST_LOG)
 
 
 def build_lakehouse(spark, root: str) -> None:
@@ -741,6 +752,7 @@ def test_erasure_leaves_no_trace_in_any_table_export_or_old_version_and_reruns_a
         root,
         tables.bronze("orders"),
     )
+    log_ingested(spark, root, {"crm": (3, 2), "orders": (2, 1)})
     standardize = StageRun("standardize")
     standardize_job.run(Context(config, argparse.Namespace(), _spark=spark), standardize)
     after_new_files = table_texts(spark, root)

@@ -66,7 +66,7 @@ class Batch:
 
     @property
     def batch_id(self) -> str:
-        return f"{self.source}-{self.version:06d}"
+        return tables.batch_id(self.source, self.version)
 
 
 @dataclass(frozen=True)

@@ -87,21 +87,25 @@ class Pending:
     batch_id: str
 
 
-def last_batch(spark: SparkSession, root: str, source: str) -> str | None:
+def standardized_batches(spark: SparkSession, root: str) -> dict[str, str]:
+    """The last batch standardized of each source (``ops.silver_log``), in one read."""
     if not tables.exists(spark, root, tables.SILVER_LOG):
-        return None
-    row = tables.read(spark, root, tables.SILVER_LOG).where(F.col("source") == source).agg(F.max("batch_id")).first()
-    return row[0]
+        return {}
+    done = tables.read(spark, root, tables.SILVER_LOG).groupBy("source").agg(F.max("batch_id"))
+    return {r[0]: r[1] for r in done.collect()}
 
 
-def new_bronze_rows(spark: SparkSession, root: str, source: str) -> DataFrame | None:
-    """Bronze rows of batches not yet standardized, or None if the source has no bronze table yet."""
-    bronze = tables.bronze(source)
-    if not tables.exists(spark, root, bronze):
-        return None
-    rows = tables.read(spark, root, bronze)
-    done = last_batch(spark, root, source)
-    return rows.where(F.col("_batch_id") > done) if done else rows
+def ingested_batches(spark: SparkSession, root: str) -> dict[str, str]:
+    """The last ingest batch of each source that wrote bronze rows (``ops.ingest_log``, committed), in one read.
+
+    Read from the log, not from the bronze tables: a ``max(_batch_id)`` per bronze table is a Delta snapshot and
+    a scan of the table per source and run, the log is a few rows per batch."""
+    if not tables.exists(spark, root, tables.INGEST_LOG):
+        return {}
+    committed = tables.read(spark, root, tables.INGEST_LOG).where("status = 'committed' AND rows_written > 0")
+    return {
+        r[0]: tables.batch_id(r[0], r[1]) for r in committed.groupBy("source").agg(F.max("batch_version")).collect()
+    }
 
 
 def _batch_number(batch_id: str) -> int:
@@ -298,18 +302,24 @@ def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[
     tables.append(spark.createDataFrame(rows, DQ_SCHEMA), root, tables.DQ_METRICS)
 
 
-def _pending(ctx: Context, stage: StageRun, source: SourceConfig) -> Pending | None:
-    """A source's new bronze rows and the last batch among them, or None when there is nothing new."""
-    bronze = new_bronze_rows(ctx.spark, ctx.root, source.name)
-    if bronze is None:
-        log.warning("[standardize] %s: no bronze table yet (run cdp-spark ingest first); skipped", source.name)
-        return None
-    batch_id = bronze.agg(F.max("_batch_id")).first()[0]
-    if batch_id is None:
-        with stage.step(f"{source.name}: nothing new") as counts:
-            counts["rows_read"] = 0
-        return None
-    return Pending(source, bronze.where(F.col("_batch_id") <= batch_id), batch_id)
+def pending_sources(ctx: Context, stage: StageRun, sources: list[SourceConfig]) -> list[Pending]:
+    """Each source's bronze rows ingested since its last standardized batch, up to the newest committed one;
+    a source with nothing new is a step ``<source>: nothing new``."""
+    spark, root = ctx.spark, ctx.root
+    done, newest = standardized_batches(spark, root), ingested_batches(spark, root)
+    pending = []
+    for source in sources:
+        last, batch_id = done.get(source.name), newest.get(source.name)
+        if batch_id is None and not tables.exists(spark, root, tables.bronze(source.name)):
+            log.warning("[standardize] %s: no bronze table yet (run cdp-spark ingest first); skipped", source.name)
+            continue
+        if batch_id is None or (last is not None and batch_id <= last):
+            with stage.step(f"{source.name}: nothing new") as counts:
+                counts["rows_read"] = 0
+            continue
+        rows = tables.read(spark, root, tables.bronze(source.name)).where(F.col("_batch_id") <= batch_id)
+        pending.append(Pending(source, rows.where(F.col("_batch_id") > last) if last else rows, batch_id))
+    return pending
 
 
 def _record_source(stage: StageRun, step: str, result: SourceResult) -> None:
@@ -338,7 +348,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     spark, root = ctx.spark, ctx.root
     dq_results: list[tuple[str, ExpectationResult]] = []
     suppressed_bronze: dict[str, set[tuple[str, str]]] = {}
-    pending = [p for p in (_pending(ctx, stage, s) for s in sources.sources if s.silver) if p is not None]
+    pending = pending_sources(ctx, stage, [s for s in sources.sources if s.silver])
     suppression = read_suppression(spark, root, ctx.config.privacy.hash_key) if pending else None
     if suppression is not None:
         suppression = suppression.persist()
