@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import reduce
@@ -22,6 +23,7 @@ from pyspark.sql import types as T
 from cdp_spark import tables
 from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
+from cdp_spark.parallel import run_concurrently
 from cdp_spark.pipeline import Context
 from cdp_spark.quarantine import quarantine_rows
 from cdp_spark.silver import (
@@ -48,6 +50,7 @@ from cdp_spark.standardize.expectations import (
 from cdp_spark.suppression import Suppression, flag_suppressed, read_suppression
 
 log = logging.getLogger("cdp_spark")
+_SHARED_WRITES = threading.Lock()
 
 SILVER_LOG_SCHEMA = "source string, batch_id string, run_id string, recorded_at timestamp"
 DQ_SCHEMA = T.StructType(
@@ -218,10 +221,13 @@ def process_table(
                 expectations=checked or [ExpectationResult(table, e.name, e.action, 0, 0) for e in checks],
                 suppressed_bronze=_bronze_keys(ranked, name) if suppressed else frozenset(),
             )
-            if missing + rows_rejected:
-                _quarantine(ranked, rejected, pending, target, spec.key, run_id, root)
-            if suppressed:
-                _audit_suppressed(ranked.sparkSession, root, run_id, pending, table, suppressed)
+            # Silver tables are standardized at once (``run``) and these tables are shared: one writer at a time,
+            # so that the first one to create a table does not race another.
+            with _SHARED_WRITES:
+                if missing + rows_rejected:
+                    _quarantine(ranked, rejected, pending, target, spec.key, run_id, root)
+                if suppressed:
+                    _audit_suppressed(ranked.sparkSession, root, run_id, pending, table, suppressed)
         return results, rows_changed
     finally:
         if flagged is not None:
@@ -338,8 +344,8 @@ def _record_source(stage: StageRun, step: str, result: SourceResult) -> None:
 
 
 def run(ctx: Context, stage: StageRun) -> None:
-    """Every silver table from all its sources' new bronze batches, one table at a time; then the batches
-    are recorded in ops.silver_log (one commit)."""
+    """Every silver table from all its sources' new bronze batches (``lakehouse.table_parallelism`` tables at
+    once); then the batches are recorded in ops.silver_log (one commit)."""
     sources = load_sources(ctx.config.files.sources)
     expectations = load_expectations(ctx.config.files.expectations)
     for source in sources.sources:
@@ -352,20 +358,24 @@ def run(ctx: Context, stage: StageRun) -> None:
     suppression = read_suppression(spark, root, ctx.config.privacy.hash_key) if pending else None
     if suppression is not None:
         suppression = suppression.persist()
+    work = [(t, parts) for t in SILVER if (parts := [(p, x) for p in pending for x in p.source.silver if x.table == t])]
+
+    def standardize_table(item: tuple[str, list[tuple[Pending, SilverTarget]]]) -> None:
+        table, parts = item
+        with stage.step(f"{table} <- {', '.join(p.source.name for p, _ in parts)}") as counts:
+            results, rows_changed = process_table(
+                table, parts, sources.standardize, expectations, root, stage.run_id, suppression
+            )
+            counts["rows_changed"] = rows_changed
+            for name, result in results.items():
+                dq_results.extend((name, r) for r in result.expectations)
+                suppressed_bronze.setdefault(name, set()).update(result.suppressed_bronze)
+                _record_source(stage, f"{name} -> {table}", result)
+
     try:
-        for table in SILVER:
-            parts = [(p, t) for p in pending for t in p.source.silver if t.table == table]
-            if not parts:
-                continue
-            with stage.step(f"{table} <- {', '.join(p.source.name for p, _ in parts)}") as counts:
-                results, rows_changed = process_table(
-                    table, parts, sources.standardize, expectations, root, stage.run_id, suppression
-                )
-                counts["rows_changed"] = rows_changed
-                for name, result in results.items():
-                    dq_results += [(name, r) for r in result.expectations]
-                    suppressed_bronze.setdefault(name, set()).update(result.suppressed_bronze)
-                    _record_source(stage, f"{name} -> {table}", result)
+        # Each table is its own MERGE: several at once keep the executors busy while another's driver work
+        # (planning, the Delta log, the commit) runs.
+        run_concurrently(spark, standardize_table, work, ctx.config.lakehouse.table_parallelism)
         for source, keys in sorted(suppressed_bronze.items()):
             if keys:
                 _drop_from_bronze(spark, root, source, keys)
