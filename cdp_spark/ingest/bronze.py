@@ -21,6 +21,7 @@ import csv
 import functools
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +36,10 @@ from cdp_spark.quarantine import CORRUPT, quarantine_rows
 from cdp_spark.sources import SourceConfig
 
 log = logging.getLogger("cdp_spark")
+# The sources of a run are ingested at once (``ingest.job``); the tables they share (ops.ingest_log, the
+# quarantine) take one commit at a time, so that two first writes do not race to create a table. Reentrant:
+# planning a batch holds it around its log append.
+_SHARED_WRITES = threading.RLock()
 
 RESCUED = "_rescued_data"
 LINEAGE = ("_ingested_at", "_source_file", "_batch_id")
@@ -485,7 +490,8 @@ def _append_log(
         run_id,
         datetime.now(UTC).replace(tzinfo=None),
     )
-    tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG, options=options)
+    with _SHARED_WRITES:
+        tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG, options=options)
 
 
 def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> None:
@@ -496,14 +502,15 @@ def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> No
     reading the table again would rebuild its snapshot once more per source.)"""
     marker = f"cdp-ingest plan {batch.batch_id} run {run_id}"
     txn = {"txnAppId": f"cdp-ingest-plan-{batch.source}", "txnVersion": str(batch.version), "userMetadata": marker}
-    try:
-        _append_log(spark, root, batch, "planned", run_id, None, options=txn)
-    except Exception as exc:
-        if "ConcurrentTransaction" not in type(exc).__name__ + str(exc):
-            raise
-    history = DeltaTable.forPath(spark, tables.INGEST_LOG.path(root)).history(20).select("userMetadata")
-    if any(r["userMetadata"] == marker for r in history.collect()):
-        return
+    with _SHARED_WRITES:  # the sources of this run commit no plan in between: the marker is in the last few
+        try:
+            _append_log(spark, root, batch, "planned", run_id, None, options=txn)
+        except Exception as exc:
+            if "ConcurrentTransaction" not in type(exc).__name__ + str(exc):
+                raise
+        history = DeltaTable.forPath(spark, tables.INGEST_LOG.path(root)).history(20).select("userMetadata")
+        if any(r["userMetadata"] == marker for r in history.collect()):
+            return
     winners = {
         r["run_id"]
         for r in _log_rows(spark, root, batch.source)
@@ -624,7 +631,8 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
         if rows_quarantined:
             reason = F.lit(f"malformed {source.format} row: could not be parsed with the source's schema")
             rejected = quarantine_rows(bad, source.name, "ingest", "malformed", reason, None, run_id)
-            tables.append(rejected, root, tables.QUARANTINE, options=txn)
+            with _SHARED_WRITES:
+                tables.append(rejected, root, tables.QUARANTINE, options=txn)
     finally:
         raw.unpersist()
         if everything is not None:
