@@ -63,7 +63,7 @@ class LakehouseConfig(Strict):
     checkpoint_dir: str | None = None
     lease: LeaseConfig = Field(default_factory=LeaseConfig)
     table_parallelism: int = Field(
-        4, ge=1, description="tables a stage that works table by table (standardize, erase, maintain) works on at once"
+        4, ge=1, description="tables (or sources) worked on at once by ingest, standardize, erase and maintain"
     )
 
     def checkpoint(self, *parts: str) -> str:
