@@ -16,10 +16,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.silver import SILVER
 
 
 @dataclass(frozen=True)
@@ -70,16 +68,6 @@ FEATURES: list[Feature] = [
 
 FEATURE_NAMES = [f.name for f in FEATURES]
 
-_CONTRACT_TYPES = {"date": T.DateType(), "timestamp": T.TimestampType(), "double": T.DoubleType()}
-_CONTRACT_TYPES |= {"int": T.IntegerType(), "boolean": T.BooleanType()}
-
-
-def contract_schema(table: str) -> T.StructType:
-    """The silver contract's schema of ``table`` (e.g. ``orders``), as the standardize stage writes it."""
-    return T.StructType(
-        [T.StructField(c, _CONTRACT_TYPES.get(kind, T.StringType()), True) for c, kind in SILVER[table].columns.items()]
-    )
-
 
 @dataclass
 class Facts:
@@ -97,20 +85,14 @@ class Facts:
 
     @classmethod
     def read(cls, spark: SparkSession, root: str) -> Facts:
-        """Read silver; identity_map must exist, a missing fact table is empty with its contract's schema."""
-
-        def optional(table: tables.Table) -> DataFrame:
-            if tables.exists(spark, root, table):
-                return tables.read(spark, root, table)
-            return spark.createDataFrame([], contract_schema(table.name))
-
+        """Read silver; identity_map must exist, a missing fact table is empty with its catalog schema."""
         return cls(
-            orders=optional(tables.ORDERS),
-            events=optional(tables.EVENTS),
-            email_engagement=optional(tables.EMAIL_ENGAGEMENT),
-            support_tickets=optional(tables.SUPPORT_TICKETS),
+            orders=tables.read_or_empty(spark, root, tables.ORDERS),
+            events=tables.read_or_empty(spark, root, tables.EVENTS),
+            email_engagement=tables.read_or_empty(spark, root, tables.EMAIL_ENGAGEMENT),
+            support_tickets=tables.read_or_empty(spark, root, tables.SUPPORT_TICKETS),
             identity_map=tables.read(spark, root, tables.IDENTITY_MAP),
-            customer_records=optional(tables.CUSTOMER_RECORDS),
+            customer_records=tables.read_or_empty(spark, root, tables.CUSTOMER_RECORDS),
         )
 
 

@@ -8,24 +8,9 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 # The column Spark's permissive readers put a malformed row's text in.
 CORRUPT = "_corrupt_record"
-
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("stage", T.StringType(), False),
-        T.StructField("rule", T.StringType(), False),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("record_key", T.StringType(), True),
-        T.StructField("source_file", T.StringType(), True),
-        T.StructField("raw", T.StringType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("quarantined_at", T.TimestampType(), False),
-    ]
-)
 
 
 def quarantine_rows(

@@ -39,22 +39,6 @@ log = logging.getLogger("cdp_spark")
 RESCUED = "_rescued_data"
 LINEAGE = ("_ingested_at", "_source_file", "_batch_id")
 
-INGEST_LOG_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("batch_version", T.LongType(), False),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("files", T.ArrayType(T.StringType()), True),
-        T.StructField("watermark_from", T.StringType(), True),
-        T.StructField("watermark_to", T.StringType(), True),
-        T.StructField("rows_read", T.LongType(), True),
-        T.StructField("rows_written", T.LongType(), True),
-        T.StructField("rows_quarantined", T.LongType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("logged_at", T.TimestampType(), False),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class Batch:
@@ -485,7 +469,7 @@ def _append_log(
         run_id,
         datetime.now(UTC).replace(tzinfo=None),
     )
-    tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG, options=options)
+    tables.append(spark.createDataFrame([row], tables.INGEST_LOG.schema), root, tables.INGEST_LOG, options=options)
 
 
 def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> None:

@@ -17,7 +17,6 @@ from functools import reduce
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.normalize.rules import StandardizeRules
@@ -48,20 +47,6 @@ from cdp_spark.standardize.expectations import (
 from cdp_spark.suppression import Suppression, flag_suppressed, read_suppression
 
 log = logging.getLogger("cdp_spark")
-
-SILVER_LOG_SCHEMA = "source string, batch_id string, run_id string, recorded_at timestamp"
-DQ_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("table", T.StringType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("expectation", T.StringType(), False),
-        T.StructField("action", T.StringType(), False),
-        T.StructField("passed", T.LongType(), False),
-        T.StructField("failed", T.LongType(), False),
-        T.StructField("recorded_at", T.TimestampType(), False),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -295,7 +280,7 @@ def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[
         return
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = [(run_id, r.table, source, r.expectation, r.action, r.passed, r.failed, now) for source, r in results]
-    tables.append(spark.createDataFrame(rows, DQ_SCHEMA), root, tables.DQ_METRICS)
+    tables.append(spark.createDataFrame(rows, tables.DQ_METRICS.schema), root, tables.DQ_METRICS)
 
 
 def _pending(ctx: Context, stage: StageRun, source: SourceConfig) -> Pending | None:
@@ -362,7 +347,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         if pending:
             now = datetime.now(UTC).replace(tzinfo=None)
             markers = [(p.source.name, p.batch_id, stage.run_id, now) for p in pending]
-            tables.append(spark.createDataFrame(markers, SILVER_LOG_SCHEMA), root, tables.SILVER_LOG)
+            tables.append(spark.createDataFrame(markers, tables.SILVER_LOG.schema), root, tables.SILVER_LOG)
     finally:
         # Also when a later step fails: what was measured is recorded.
         _record_dq(spark, root, stage.run_id, dq_results)
