@@ -5,7 +5,8 @@ Every fact is first cut at the end of the as_of day (UTC, inclusive), then aggre
 (several as_ofs in one pass); an ``N``-day window is the N calendar days ending on as_of (as_of - N + 1 .. as_of).
 Counts and sums are 0 without activity; means and "days since" are null when there is nothing to measure.
 The profiles stage writes the latest snapshot to ``gold.customer_features``; the ml stage computes the same features
-at its training and scoring as_ofs, so the definitions live here, below both.
+at its training and scoring as_ofs, so the definitions, and the table's one writer (:func:`write_snapshots`), live
+here, below both.
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ class Facts:
             identity_map=tables.read(spark, root, tables.IDENTITY_MAP),
             customer_records=tables.read_or_empty(spark, root, tables.CUSTOMER_RECORDS),
         )
+
+
+def write_snapshots(snapshots: DataFrame, root: str, as_ofs: Sequence[dt.date]) -> None:
+    """Write feature snapshots (``cdp_id``, ``as_of``, features) to ``gold.customer_features``, replacing the rows of
+    ``as_ofs`` in one replaceWhere (a rerun rewrites the same rows). The table's one writer: profiles writes the
+    latest snapshot, the models the as-ofs they miss (:func:`cdp_spark.ml.snapshots.feature_snapshots`)."""
+    dates = ", ".join(f"DATE'{as_of.isoformat()}'" for as_of in sorted(set(as_ofs)))
+    tables.replace_where(snapshots, root, tables.CUSTOMER_FEATURES, f"as_of IN ({dates})")
 
 
 def _with_cdp_id(fact: DataFrame, identity_map: DataFrame) -> DataFrame:

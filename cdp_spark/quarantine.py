@@ -1,13 +1,15 @@
 """``silver.quarantine``: rows a stage rejects, kept with why and the raw row, never silently dropped.
 
 Ingest quarantines rows its readers could not parse; standardize quarantines keyless rows and rows failing a
-``quarantine`` expectation. Both shape them here, so the table has one schema whoever writes it.
+``quarantine`` expectation. Both shape and write them here, so the table has one schema and one writer.
 """
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from cdp_spark import tables
 
 # The column Spark's permissive readers put a malformed row's text in.
 CORRUPT = "_corrupt_record"
@@ -35,3 +37,9 @@ def quarantine_rows(
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("quarantined_at"),
     )
+
+
+def write_quarantine(rows: DataFrame, root: str, options: dict[str, str]) -> None:
+    """Append :func:`quarantine_rows` to ``silver.quarantine``, its one writer; ``options`` carry the caller's
+    Delta transaction id (``txnAppId``/``txnVersion``), so a redone batch quarantines nothing twice."""
+    tables.append(rows, root, tables.QUARANTINE, options=options)

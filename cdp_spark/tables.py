@@ -10,6 +10,7 @@ docs/tables.md``; ``tests/test_tables.py`` fails when the two differ).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -625,10 +626,11 @@ def silver_schema(name: str) -> T.StructType:
     return _BY_NAME[f"silver.{name}"].schema
 
 
-def audit_rows(spark: SparkSession, rows: list[tuple]) -> DataFrame:
-    """``(run_id, action, target, table, rows, details)`` tuples as ops.audit_log rows, stamped now."""
+def audit(spark: SparkSession, root: str, rows: list[tuple], options: dict[str, str] | None = None) -> None:
+    """Append ``(run_id, action, target, table, rows, details)`` tuples to ops.audit_log, stamped now; ``options``
+    may carry ``txnAppId``/``txnVersion`` to make the append idempotent."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    return spark.createDataFrame([(*r, now) for r in rows], AUDIT_LOG.schema)
+    append(spark.createDataFrame([(*r, now) for r in rows], AUDIT_LOG.schema), root, AUDIT_LOG, options=options)
 
 
 def exists(spark: SparkSession, root: str, table: Table) -> bool:
@@ -762,3 +764,67 @@ def upsert(
         .execute()
     )
     return n_changed
+
+
+# docs/tables.md around the catalog: what holds for every table, and who may write besides a table's owner.
+_DOC_HEAD = """\
+Every table is Delta under one lakehouse root, `<root>/<layer>/<name>`; `cdp_spark.tables` is the only
+module that spells a path or declares a schema (`tables.CUSTOMER_RECORDS.path(root)`,
+`tables.read(spark, root, tables.ORDERS)`, `tables.ORDERS.schema`). Timestamps are UTC `timestamp`; dates are
+`date`. Identifiers in silver are standardized: emails lowercase with provider rules applied
+(`cdp_spark.normalize.emails`), phones E.164. Every fact row carries the `record_id` it belongs to, so
+`fact JOIN identity_map USING (record_id)` gives its `cdp_id`.
+
+**Personal** columns hold a person's identifiers or personal attributes: Delta collects no statistics on them
+(the min/max it keeps per file would outlive an erasure), and a column a table does not declare is personal
+when another table declares one of that name personal. **Owner**: the one stage that writes the table
+(`tests/test_tables.py` checks that one module does). Besides the owner, only these change a table's rows:
+`cdp-spark erase` deletes an erased person's rows from every table not marked *kept by erasure* (and turns
+their `ops.export_state` rows into tombstones); `cdp-spark maintain` compacts and vacuums every table and
+brings its properties to the catalog's; standardize deletes from `bronze.<source>` the rows of an erased person
+that arrive again. Tables *every stage* writes are written through one function: `ops.run_metrics` by
+`cdp_spark.ops`, `ops.audit_log` by `cdp_spark.tables.audit`."""
+
+
+def _markdown_entry(table: Table) -> list[str]:
+    facts = [f"key {', '.join(f'`{k}`' for k in table.keys)}" if table.keys else "no key"]
+    facts.append(f"owner: {table.owner}")
+    if table.partition_by:
+        facts.append(f"partitioned by {', '.join(f'`{c}`' for c in table.partition_by)}")
+    if not table.erased:
+        facts.append("kept by erasure")
+    lines = [f"### `{table.full_name}`", "", table.description, "", " · ".join(facts), ""]
+    lines += ["| column | type | personal |", "| --- | --- | --- |"]
+    for f in table.schema.fields:
+        dtype = f.dataType.simpleString() + ("" if f.nullable else " not null")
+        lines.append(f"| `{f.name}` | {dtype} | {'yes' if f.name in table.personal_columns else ''} |")
+    if table.extra_columns:
+        lines.append("| ... | | |")
+        lines += ["", f"More columns: {table.extra_columns}."]
+    if table.statistics is not None:
+        stats = ", ".join(f"`{c}`" for c in table.statistics) or "none"
+        lines += ["", f"Statistics on {stats} only."]
+    return [*lines, ""]
+
+
+def render_markdown() -> str:
+    """docs/tables.md, rendered from :data:`CATALOG` (a test keeps the file in step with the catalog)."""
+    lines = [
+        "# Table contracts",
+        "",
+        "<!-- Generated from cdp_spark/tables.py CATALOG by render_markdown(); edit the catalog, not this file:",
+        "     python -m cdp_spark.tables > docs/tables.md -->",
+        "",
+        _DOC_HEAD,
+        "",
+    ]
+    for layer in LAYERS:
+        lines += [f"## {layer}", ""]
+        for table in CATALOG:
+            if table.layer == layer:
+                lines += _markdown_entry(table)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())

@@ -209,7 +209,7 @@ def _audit_export(spark: SparkSession, root: str, run_id: str, result: ExportRes
     )
     target = f"{result.destination}/{result.export_id}"
     row = (run_id, "export", target, tables.EXPORT_STATE.full_name, result.adds + result.removes, details)
-    tables.append(tables.audit_rows(spark, [row]), root, tables.AUDIT_LOG)
+    tables.audit(spark, root, [row])
 
 
 def _audited(spark: SparkSession, root: str, target: str) -> bool:

@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError
-from cdp_spark.features import Facts, customer_features, default_as_of, record_activity
+from cdp_spark.features import Facts, customer_features, default_as_of, record_activity, write_snapshots
 from cdp_spark.gold.households import households
 from cdp_spark.gold.profiles import address_consent, consent_statements, golden_profiles
 from cdp_spark.gold.survivorship import load_profiles
@@ -95,7 +95,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     with stage.step("features") as counts:
         as_of = _as_of(ctx, facts)
         snapshot = customer_features(facts, as_of)
-        tables.replace_where(snapshot, root, tables.CUSTOMER_FEATURES, f"as_of = DATE'{as_of.isoformat()}'")
+        write_snapshots(snapshot, root, [as_of])
         counts["rows"] = (
             tables.read(spark, root, tables.CUSTOMER_FEATURES).where(F.col("as_of") == F.lit(as_of)).count()
         )

@@ -31,7 +31,7 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.lakefiles import LakeFiles
-from cdp_spark.quarantine import CORRUPT, quarantine_rows
+from cdp_spark.quarantine import CORRUPT, quarantine_rows, write_quarantine
 from cdp_spark.sources import SourceConfig
 
 log = logging.getLogger("cdp_spark")
@@ -608,7 +608,7 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
         if rows_quarantined:
             reason = F.lit(f"malformed {source.format} row: could not be parsed with the source's schema")
             rejected = quarantine_rows(bad, source.name, "ingest", "malformed", reason, None, run_id)
-            tables.append(rejected, root, tables.QUARANTINE, options=txn)
+            write_quarantine(rejected, root, txn)
     finally:
         raw.unpersist()
         if everything is not None:

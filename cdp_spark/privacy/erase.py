@@ -252,7 +252,7 @@ def erase(
     finally:
         # Written even when a step fails: the deletes done so far are audited.
         if audit:
-            tables.append(tables.audit_rows(spark, audit), root, tables.AUDIT_LOG)
+            tables.audit(spark, root, audit)
 
 
 def _key_bookkeeping(spark: SparkSession, root: str, table: tables.Table, key: HashKey) -> None:

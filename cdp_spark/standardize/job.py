@@ -22,7 +22,7 @@ from cdp_spark import tables
 from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
-from cdp_spark.quarantine import quarantine_rows
+from cdp_spark.quarantine import quarantine_rows, write_quarantine
 from cdp_spark.silver import (
     SILVER,
     check_target,
@@ -238,7 +238,7 @@ def _audit_suppressed(spark: SparkSession, root: str, run_id: str, pending: Pend
         "txnAppId": f"cdp-suppress-{pending.source.name}-{table}",
         "txnVersion": str(_batch_number(pending.batch_id)),
     }
-    tables.append(tables.audit_rows(spark, [row]), root, tables.AUDIT_LOG, options=txn)
+    tables.audit(spark, root, [row], options=txn)
 
 
 def _quarantine(
@@ -271,7 +271,7 @@ def _quarantine(
         )
     # One transaction per (source, table, batch): a redone batch appends nothing twice.
     txn = {"txnAppId": f"cdp-silver-{name}-{target.table}", "txnVersion": str(_batch_number(pending.batch_id))}
-    tables.append(quarantine, root, tables.QUARANTINE, options=txn)
+    write_quarantine(quarantine, root, txn)
 
 
 def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[str, ExpectationResult]]) -> None:
