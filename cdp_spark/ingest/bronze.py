@@ -37,7 +37,7 @@ from cdp_spark.sources import SourceConfig
 log = logging.getLogger("cdp_spark")
 
 RESCUED = "_rescued_data"
-LINEAGE = ("_ingested_at", "_source_file", "_batch_id")
+LINEAGE = tuple(tables.BRONZE_LINEAGE.fieldNames())
 
 
 @dataclass(frozen=True)
