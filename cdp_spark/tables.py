@@ -401,15 +401,52 @@ ADDRESS_CONSENT = Table(
 CUSTOMER_FEATURES = Table(
     "gold",
     "customer_features",
-    schema(("cdp_id", STRING), ("as_of", DATE)),
+    schema(
+        ("cdp_id", STRING),
+        ("as_of", DATE),
+        ("recency_days", INT),
+        ("frequency", LONG),
+        ("monetary_value", DOUBLE),
+        ("total_spend", DOUBLE),
+        ("tenure_days", INT),
+        ("orders_30d", LONG),
+        ("orders_90d", LONG),
+        ("orders_365d", LONG),
+        ("spend_30d", DOUBLE),
+        ("spend_90d", DOUBLE),
+        ("spend_365d", DOUBLE),
+        ("aov_90d", DOUBLE),
+        ("aov_365d", DOUBLE),
+        ("channel_online", BOOLEAN),
+        ("channel_store", BOOLEAN),
+        ("online_orders_365d", LONG),
+        ("store_orders_365d", LONG),
+        ("web_events_30d", LONG),
+        ("app_events_30d", LONG),
+        ("logins_30d", LONG),
+        ("email_opens_90d", LONG),
+        ("email_clicks_90d", LONG),
+        ("email_unsubscribed", BOOLEAN),
+        ("tickets_365d", LONG),
+        ("avg_satisfaction_365d", DOUBLE),
+        ("days_since_last_order", INT),
+        ("days_since_last_web", INT),
+        ("days_since_last_email_open", INT),
+        ("days_since_last_ticket", INT),
+        ("bgnbd_frequency", LONG),
+        ("bgnbd_recency_days", INT),
+        ("bgnbd_t_days", INT),
+        ("bgnbd_monetary", DOUBLE),
+    ),
     keys=("cdp_id", "as_of"),
     owner="profiles",
     partition_by=("as_of",),
     description=(
-        "Point-in-time feature snapshots. Written through `cdp_spark.features.write_snapshots` only: profiles "
+        "Point-in-time feature snapshots: what was known about each person at the end of the `as_of` day. What "
+        "each feature means and its window: `FEATURES` in cdp_spark/features.py (docs/features.md), one per "
+        "column after `as_of`, in order. Written through `cdp_spark.features.write_snapshots` only: profiles "
         "writes the latest snapshot, train and score the as-ofs they miss."
     ),
-    extra_columns="every feature of cdp_spark/features.py `FEATURES` in order (docs/features.md)",
 )
 CUSTOMER_SCORES = Table(
     "gold",

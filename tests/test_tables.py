@@ -12,6 +12,7 @@ import pytest
 
 import cdp_spark
 from cdp_spark import tables
+from cdp_spark.features import FEATURE_NAMES
 from cdp_spark.silver import SILVER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,11 @@ def test_every_table_constant_is_in_the_catalog_once_and_its_entry_is_consistent
         assert table.owner == tables.EVERY_STAGE or set(owners) <= set(tables.OWNERS), table.full_name
 
 
+def test_the_features_are_the_feature_columns_in_order_and_the_silver_kinds_cover_the_silver_columns():
+    assert tables.CUSTOMER_FEATURES.columns == ["cdp_id", "as_of", *FEATURE_NAMES]
+    assert {name for name, spec in SILVER.items() if list(spec.columns) == spec.table.columns} == set(SILVER)
+
+
 def test_catalog_entries_are_found_by_layer_and_name():
     assert tables.entry("silver", "orders") is tables.ORDERS
     assert tables.entry("bronze", "crm") == tables.bronze("crm") and tables.entry("bronze", "crm").owner == "ingest"
@@ -71,7 +77,7 @@ BRONZE_CRM = tables.schema(("email", tables.STRING), *[(f.name, f.dataType) for 
             ["order_id", "channel", "store_id", "order_ts", "amount", "currency", "items", "updated_at"],
         ),
         (tables.bronze("crm"), BRONZE_CRM, ["_ingested_at", "_source_file", "_batch_id"]),
-        (tables.CUSTOMER_FEATURES, None, ["cdp_id"]),
+        (tables.SEGMENT_MEMBERSHIP, None, ["segment", "cdp_id", "entered_at", "exited_at", "last_as_of"]),
         (tables.RUN_METRICS, None, ["run_id", "stage", "step", "metric", "recorded_at"]),
     ],
 )
