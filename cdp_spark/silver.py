@@ -1,8 +1,9 @@
 """Bronze rows -> silver rows: map a source's columns onto a silver table's contract and standardize them.
 
-The silver tables' columns are a contract (their catalog entries in :mod:`cdp_spark.tables`, docs/tables.md); each
-column has a kind here that says how it is standardized. A source declares in conf/sources.yaml which SQL expression over its bronze row gives
-each standard column (``SilverTarget``); this module does the rest, the same way for every source.
+The silver tables' columns are a contract (their catalog entries in :mod:`cdp_spark.tables`, docs/tables.md);
+each column has a kind here that says how it is standardized. A source declares in conf/sources.yaml which SQL
+expression over its bronze row gives each standard column (``SilverTarget``); this module does the rest, the
+same way for every source.
 The standardize stage writes silver with it; erasure (privacy) standardizes bronze rows on the fly with it to
 find a person's raw rows.
 """

@@ -26,9 +26,9 @@ def feature_snapshots(
     """Features of every customer at each of ``as_ofs``; the missing snapshots are computed and written first.
 
     ``compute(dates)`` returns the snapshots of those dates (``cdp_id``, ``as_of``, features) in one pass; they
-    are written in one replaceWhere on their ``as_of`` values (:func:`cdp_spark.features.write_snapshots`), so a snapshot is computed once and a rerun
-    rewrites the same rows. Returns the snapshots read back from the table (``cdp_id``, ``as_of``, features) and
-    the as-of dates that had to be computed.
+    are written in one replaceWhere on their ``as_of`` values (:func:`cdp_spark.features.write_snapshots`), so a
+    snapshot is computed once and a rerun rewrites the same rows. Returns the snapshots read back from the table
+    (``cdp_id``, ``as_of``, features) and the as-of dates that had to be computed.
     """
     wanted = sorted(set(as_ofs))
     present = stored_as_ofs(spark, root)
