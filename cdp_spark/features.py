@@ -5,7 +5,8 @@ Every fact is first cut at the end of the as_of day (UTC, inclusive), then aggre
 (several as_ofs in one pass); an ``N``-day window is the N calendar days ending on as_of (as_of - N + 1 .. as_of).
 Counts and sums are 0 without activity; means and "days since" are null when there is nothing to measure.
 The profiles stage writes the latest snapshot to ``gold.customer_features``; the ml stage computes the same features
-at its training and scoring as_ofs, so the definitions live here, below both.
+at its training and scoring as_ofs, so the definitions, and the table's one writer (:func:`write_snapshots`), live
+here, below both.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from cdp_spark import tables
-from cdp_spark.silver import SILVER
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,6 @@ FEATURES: list[Feature] = [
 
 FEATURE_NAMES = [f.name for f in FEATURES]
 
-_CONTRACT_TYPES = {"date": T.DateType(), "timestamp": T.TimestampType(), "double": T.DoubleType()}
-_CONTRACT_TYPES |= {"int": T.IntegerType(), "boolean": T.BooleanType()}
-
-
-def contract_schema(table: str) -> T.StructType:
-    """The silver contract's schema of ``table`` (e.g. ``orders``), as the standardize stage writes it."""
-    return T.StructType(
-        [T.StructField(c, _CONTRACT_TYPES.get(kind, T.StringType()), True) for c, kind in SILVER[table].columns.items()]
-    )
-
 
 @dataclass
 class Facts:
@@ -97,21 +86,23 @@ class Facts:
 
     @classmethod
     def read(cls, spark: SparkSession, root: str) -> Facts:
-        """Read silver; identity_map must exist, a missing fact table is empty with its contract's schema."""
-
-        def optional(table: tables.Table) -> DataFrame:
-            if tables.exists(spark, root, table):
-                return tables.read(spark, root, table)
-            return spark.createDataFrame([], contract_schema(table.name))
-
+        """Read silver; identity_map must exist, a missing fact table is empty with its catalog schema."""
         return cls(
-            orders=optional(tables.ORDERS),
-            events=optional(tables.EVENTS),
-            email_engagement=optional(tables.EMAIL_ENGAGEMENT),
-            support_tickets=optional(tables.SUPPORT_TICKETS),
+            orders=tables.read_or_empty(spark, root, tables.ORDERS),
+            events=tables.read_or_empty(spark, root, tables.EVENTS),
+            email_engagement=tables.read_or_empty(spark, root, tables.EMAIL_ENGAGEMENT),
+            support_tickets=tables.read_or_empty(spark, root, tables.SUPPORT_TICKETS),
             identity_map=tables.read(spark, root, tables.IDENTITY_MAP),
-            customer_records=optional(tables.CUSTOMER_RECORDS),
+            customer_records=tables.read_or_empty(spark, root, tables.CUSTOMER_RECORDS),
         )
+
+
+def write_snapshots(snapshots: DataFrame, root: str, as_ofs: Sequence[dt.date]) -> None:
+    """Write feature snapshots (``cdp_id``, ``as_of``, features) to ``gold.customer_features``, replacing the rows of
+    ``as_ofs`` in one replaceWhere (a rerun rewrites the same rows). The table's one writer: profiles writes the
+    latest snapshot, the models the as-ofs they miss (:func:`cdp_spark.ml.snapshots.feature_snapshots`)."""
+    dates = ", ".join(f"DATE'{as_of.isoformat()}'" for as_of in sorted(set(as_ofs)))
+    tables.replace_where(snapshots, root, tables.CUSTOMER_FEATURES, f"as_of IN ({dates})")
 
 
 def _with_cdp_id(fact: DataFrame, identity_map: DataFrame) -> DataFrame:

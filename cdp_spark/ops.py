@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.redact import redact
@@ -20,17 +19,6 @@ from cdp_spark.redact import redact
 log = logging.getLogger("cdp_spark")
 
 _JOB_DESCRIPTION = "spark.job.description"
-
-RUN_METRICS_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("stage", T.StringType(), False),
-        T.StructField("step", T.StringType(), False),
-        T.StructField("metric", T.StringType(), False),
-        T.StructField("value", T.DoubleType(), True),
-        T.StructField("recorded_at", T.TimestampType(), False),
-    ]
-)
 
 
 def new_run_id() -> str:
@@ -75,7 +63,7 @@ class StageRun:
         now = datetime.now(UTC).replace(tzinfo=None)
         rows = [(self.run_id, self.stage, step, metric, value, now) for step, metric, value in self.metrics]
         if rows:
-            tables.append(spark.createDataFrame(rows, RUN_METRICS_SCHEMA), lakehouse_root, tables.RUN_METRICS)
+            tables.append(spark.createDataFrame(rows, tables.RUN_METRICS.schema), lakehouse_root, tables.RUN_METRICS)
 
 
 @contextmanager

@@ -1,31 +1,24 @@
 """``silver.quarantine``: rows a stage rejects, kept with why and the raw row, never silently dropped.
 
 Ingest quarantines rows its readers could not parse; standardize quarantines keyless rows and rows failing a
-``quarantine`` expectation. Both shape them here, so the table has one schema whoever writes it.
+``quarantine`` expectation. Both shape and write them here, so the table has one schema and one writer.
 """
 
 from __future__ import annotations
 
+import threading
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
+
+from cdp_spark import tables
+
+# Ingest and standardize work on several sources or tables at once (driver threads): one quarantine commit at a
+# time, so that two first writes do not race to create the table.
+_WRITES = threading.Lock()
 
 # The column Spark's permissive readers put a malformed row's text in.
 CORRUPT = "_corrupt_record"
-
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("stage", T.StringType(), False),
-        T.StructField("rule", T.StringType(), False),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("record_key", T.StringType(), True),
-        T.StructField("source_file", T.StringType(), True),
-        T.StructField("raw", T.StringType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("quarantined_at", T.TimestampType(), False),
-    ]
-)
 
 
 def quarantine_rows(
@@ -50,3 +43,10 @@ def quarantine_rows(
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("quarantined_at"),
     )
+
+
+def write_quarantine(rows: DataFrame, root: str, options: dict[str, str]) -> None:
+    """Append :func:`quarantine_rows` to ``silver.quarantine``, its one writer; ``options`` carry the caller's
+    Delta transaction id (``txnAppId``/``txnVersion``), so a redone batch quarantines nothing twice."""
+    with _WRITES:
+        tables.append(rows, root, tables.QUARANTINE, options=options)

@@ -1,8 +1,9 @@
 """Bronze rows -> silver rows: map a source's columns onto a silver table's contract and standardize them.
 
-The silver tables' columns are a contract (docs/tables.md); each column has a kind that says how it is
-standardized. A source declares in conf/sources.yaml which SQL expression over its bronze row gives
-each standard column (``SilverTarget``); this module does the rest, the same way for every source.
+The silver tables' columns are a contract (their catalog entries in :mod:`cdp_spark.tables`, docs/tables.md);
+each column has a kind here that says how it is standardized. A source declares in conf/sources.yaml which SQL
+expression over its bronze row gives each standard column (``SilverTarget``); this module does the rest, the
+same way for every source.
 The standardize stage writes silver with it; erasure (privacy) standardizes bronze rows on the fly with it to
 find a person's raw rows.
 """
@@ -30,14 +31,30 @@ from cdp_spark.sources import SilverTarget, SourceConfig
 
 @dataclass(frozen=True)
 class SilverTable:
+    """How standardize fills a silver table of the catalog: the kind of each column (how it is standardized)
+    and the column the latest row per key is chosen by. Columns, their order and types, and keys are the
+    catalog entry's."""
+
     table: tables.Table
-    key: tuple[str, ...]
-    columns: dict[str, str]  # standard column -> kind, in table order
+    kinds: dict[str, str]  # standard column -> kind
     order_by: str | None  # latest wins on this column
+
+    def __post_init__(self) -> None:
+        if sorted(self.kinds) != sorted(self.table.columns):
+            raise ValueError(f"{self.table.full_name}: kinds for {sorted(self.kinds)}, columns {self.table.columns}")
 
     @property
     def name(self) -> str:
         return self.table.name
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.table.keys
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Standard column -> kind, in table order."""
+        return {c: self.kinds[c] for c in self.table.columns}
 
 
 SILVER: dict[str, SilverTable] = {
@@ -45,7 +62,6 @@ SILVER: dict[str, SilverTable] = {
     for t in [
         SilverTable(
             tables.CUSTOMER_RECORDS,
-            ("record_id",),
             {
                 "record_id": "derived",
                 "source": "derived",
@@ -67,7 +83,6 @@ SILVER: dict[str, SilverTable] = {
         ),
         SilverTable(
             tables.ORDERS,
-            ("order_id",),
             {
                 "order_id": "id",
                 "channel": "lower",
@@ -85,7 +100,6 @@ SILVER: dict[str, SilverTable] = {
         ),
         SilverTable(
             tables.EVENTS,
-            ("event_id",),
             {
                 "event_id": "id",
                 "record_id": "record_id",
@@ -102,7 +116,6 @@ SILVER: dict[str, SilverTable] = {
         ),
         SilverTable(
             tables.SUPPORT_TICKETS,
-            ("ticket_id",),
             {
                 "ticket_id": "id",
                 "record_id": "record_id",
@@ -114,7 +127,6 @@ SILVER: dict[str, SilverTable] = {
         ),
         SilverTable(
             tables.EMAIL_ENGAGEMENT,
-            ("message_id",),
             {
                 "message_id": "id",
                 "record_id": "record_id",
@@ -127,7 +139,6 @@ SILVER: dict[str, SilverTable] = {
         ),
         SilverTable(
             tables.CONSENT,
-            ("identifier_type", "identifier", "channel", "recorded_at"),
             {
                 "identifier_type": "lower",
                 "identifier": "identifier",
@@ -357,13 +368,5 @@ def rank_per_key(df: DataFrame, table: str) -> DataFrame:
 
 
 def to_contract(df: DataFrame, table: str) -> DataFrame:
-    """Exactly the contract's columns, in order, with their silver types."""
-    spec = SILVER[table]
-    types = {
-        "date": "date",
-        "timestamp": "timestamp",
-        "double": "double",
-        "int": "int",
-        "boolean": "boolean",
-    }
-    return df.select(*[F.col(c).cast(types.get(kind, "string")).alias(c) for c, kind in spec.columns.items()])
+    """Exactly the catalog's columns of the silver table, in order, with their types."""
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SILVER[table].table.schema.fields])

@@ -180,7 +180,7 @@ hot_value_threshold: 15
 
 
 def records(spark, rows: list[tuple[str, str]]):
-    from cdp_spark.features import contract_schema
+    from cdp_spark.tables import silver_schema as contract_schema
 
     schema = contract_schema("customer_records")
     return spark.createDataFrame(

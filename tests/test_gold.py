@@ -19,7 +19,6 @@ from cdp_spark.config import CdpConfig, ConfigError, StageFiles
 from cdp_spark.features import (
     FEATURES,
     Facts,
-    contract_schema,
     customer_features,
     customer_features_at,
     default_as_of,
@@ -32,6 +31,7 @@ from cdp_spark.gold.profiles import address_consent, consent_statements, golden_
 from cdp_spark.gold.survivorship import HouseholdRules, load_profiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
+from cdp_spark.tables import silver_schema as contract_schema
 
 REPO = Path(__file__).resolve().parents[1]
 IDENTITY_MAP_SCHEMA = T.StructType(

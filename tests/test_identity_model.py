@@ -67,7 +67,7 @@ def person_rows(people=PEOPLE) -> list[dict]:
 
 
 def silver_records(spark, people=PEOPLE):
-    from cdp_spark.features import contract_schema
+    from cdp_spark.tables import silver_schema as contract_schema
 
     schema = contract_schema("customer_records")
     return spark.createDataFrame([{**dict.fromkeys(schema.fieldNames()), **row} for row in person_rows(people)], schema)

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from cdp_spark import tables, tracking
 from cdp_spark.config import CdpConfig, ConfigError, MlflowConfig, StageFiles
-from cdp_spark.features import Facts, contract_schema, customer_features_at, purchases
+from cdp_spark.features import Facts, customer_features_at, purchases
 from cdp_spark.ml import score_job
 from cdp_spark.ml.churn import BalancedChurnClassifier, build_estimator, top_fraction_lift
 from cdp_spark.ml.churn_examples import churn_dates, churn_labels, feature_columns, sample_fractions
@@ -30,6 +30,7 @@ from cdp_spark.ml.config import ChurnConfig, ClvConfig, ModelsConfig, load_model
 from cdp_spark.ml.snapshots import feature_snapshots
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
+from cdp_spark.tables import silver_schema as contract_schema
 
 REPO = Path(__file__).resolve().parents[1]
 

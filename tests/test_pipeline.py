@@ -200,6 +200,28 @@ def test_the_run_never_reads_the_ground_truth_and_evaluate_does_when_asked(spark
     assert "no ground truth at" in capsys.readouterr().err
 
 
+def test_every_table_of_the_run_has_a_catalog_entry_whose_columns_and_types_it_holds(spark, pipeline):
+    """The catalog matches the lakehouse a run builds: every Delta table under the root is an entry, holds the
+    entry's columns with their types (exactly them, unless the entry says configuration adds more), and collects
+    statistics on no personal column."""
+    found = delta_tables(spark, pipeline.root)
+    assert {t.layer for t in found} == {"bronze", "silver", "gold", "ops"}
+    for table in found:
+        assert table.description != "not in the catalog", f"{table.full_name} has no catalog entry"
+        actual = {f.name: f.dataType.simpleString() for f in tables.read(spark, pipeline.root, table).schema.fields}
+        declared = {f.name: f.dataType.simpleString() for f in table.schema.fields}
+        assert {c: actual.get(c) for c in declared} == declared, table.full_name
+        if table.extra_columns is None:
+            assert list(actual) == table.columns, table.full_name
+        properties = DeltaTable.forPath(spark, table.path(pipeline.root)).detail().first()["properties"]
+        listed = [c.strip("` ") for c in properties.get("delta.dataSkippingStatsColumns", "").split(",") if c]
+        assert not [c for c in listed if table.is_personal(c)], table.full_name
+        assert (
+            list(table.partition_by)
+            == DeltaTable.forPath(spark, table.path(pipeline.root)).detail().first()["partitionColumns"]
+        ), table.full_name
+
+
 @pytest.fixture(scope="module")
 def kernel_env(pipeline) -> dict[str, str]:
     """The environment for the kernels: the uninterrupted pipeline's lakehouse and overrides."""

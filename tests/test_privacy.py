@@ -23,7 +23,6 @@ from cdp_spark.activation import job as activation_job
 from cdp_spark.config import CdpConfig, ConfigError, LakehouseConfig, StageFiles
 from cdp_spark.exports import UnsafePath
 from cdp_spark.hashing import HashKey
-from cdp_spark.ingest.bronze import INGEST_LOG_SCHEMA
 from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
@@ -261,7 +260,7 @@ def log_ingested(spark, root: str, batches: dict[str, tuple[int, int]]) -> None:
         (source, version, "committed", [f"file:/data/{source}.csv"], None, None, n, n, 0, "test", NOW)
         for source, (version, n) in batches.items()
     ]
-    tables.append(spark.createDataFrame(rows, INGEST_LOG_SCHEMA), root, tables.INGEST_LOG)
+    tables.append(spark.createDataFrame(rows, tables.INGEST_LOG.schema), root, tables.INGEST_LOG)
 
 
 def build_lakehouse(spark, root: str) -> None:

@@ -19,12 +19,13 @@ from cdp_spark.pipeline import Context
 from cdp_spark.segments import job as segment_job
 from cdp_spark.segments.config import SegmentDefinition, SegmentsConfig, check_conditions, load_segments
 from cdp_spark.segments.membership import (
-    MEMBERSHIP_SCHEMA,
     AsOfBeforeHistory,
     qualify,
     segment_view,
     update_membership,
 )
+
+MEMBERSHIP_SCHEMA = tables.SEGMENT_MEMBERSHIP.schema
 
 T0, T1, T2 = date(2026, 1, 15), date(2026, 1, 31), date(2026, 2, 28)
 

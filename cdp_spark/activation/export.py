@@ -38,16 +38,6 @@ from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.segment_history import members_at
 from cdp_spark.suppression import Suppression, without_suppressed
 
-STATE_SCHEMA = T.StructType(
-    [
-        T.StructField("destination", T.StringType(), False),
-        T.StructField("export_id", T.StringType(), False),
-        T.StructField("as_of", T.DateType(), False),
-        T.StructField("cdp_id", T.StringType(), True),  # null on the marker row of a committed export
-        T.StructField("row", T.StringType(), True),  # the exported columns as JSON
-        T.StructField("exported_at", T.TimestampType(), False),
-    ]
-)
 ROWS_PER_FILE = 1_000_000  # customer-match uploads cap file sizes; parts beyond this are split
 
 
@@ -199,7 +189,7 @@ def write_data_files(df: DataFrame, folder: str, kind: str, file_format: str, ro
 
 def read_state(spark: SparkSession, root: str, destination: str) -> DataFrame:
     if not tables.exists(spark, root, tables.EXPORT_STATE):
-        return spark.createDataFrame([], STATE_SCHEMA)
+        return spark.createDataFrame([], tables.EXPORT_STATE.schema)
     return tables.read(spark, root, tables.EXPORT_STATE).where(F.col("destination") == destination)
 
 
@@ -219,7 +209,7 @@ def _audit_export(spark: SparkSession, root: str, run_id: str, result: ExportRes
     )
     target = f"{result.destination}/{result.export_id}"
     row = (run_id, "export", target, tables.EXPORT_STATE.full_name, result.adds + result.removes, details)
-    tables.append(tables.audit_rows(spark, [row]), root, tables.AUDIT_LOG)
+    tables.audit(spark, root, [row])
 
 
 def _audited(spark: SparkSession, root: str, target: str) -> bool:
@@ -316,7 +306,7 @@ def run_export(
             "row",
             F.lit(now).cast("timestamp").alias("exported_at"),
         )
-        marker = spark.createDataFrame([(destination.name, eid, as_of, None, None, now)], STATE_SCHEMA)
+        marker = spark.createDataFrame([(destination.name, eid, as_of, None, None, now)], tables.EXPORT_STATE.schema)
         new_state = new_state.unionByName(marker).unionByName(markers)
         # The commit: one Delta overwrite of this destination's slice, after the files and the manifest.
         # (Delta reads the slice at a pinned version, so deriving the new slice from the old one is safe.)

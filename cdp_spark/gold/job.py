@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError
-from cdp_spark.features import Facts, contract_schema, customer_features, default_as_of, record_activity
+from cdp_spark.features import Facts, customer_features, default_as_of, record_activity, write_snapshots
 from cdp_spark.gold.households import households
 from cdp_spark.gold.profiles import address_consent, consent_statements, golden_profiles
 from cdp_spark.gold.survivorship import load_profiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
-
-HOT_IDENTIFIERS_SCHEMA = "identifier string, value_hash string, records long, reason string, run_id string"
 
 
 def _comparable(df: DataFrame) -> DataFrame:
@@ -46,12 +44,6 @@ def overwrite_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
     return 1
 
 
-def _read_optional(spark: SparkSession, root: str, table: tables.Table, schema: T.StructType | str) -> DataFrame:
-    if tables.exists(spark, root, table):
-        return tables.read(spark, root, table)
-    return spark.createDataFrame([], schema)
-
-
 def _as_of(ctx: Context, facts: Facts) -> dt.date:
     text = getattr(ctx.args, "as_of", None)
     if not text:
@@ -68,9 +60,9 @@ def run(ctx: Context, stage: StageRun) -> None:
     with stage.step("read silver") as counts:
         facts = Facts.read(spark, root)
         records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
-        consent = _read_optional(spark, root, tables.CONSENT, contract_schema("consent"))
-        engagement = _read_optional(spark, root, tables.EMAIL_ENGAGEMENT, contract_schema("email_engagement"))
-        hot = _read_optional(spark, root, tables.HOT_IDENTIFIERS, HOT_IDENTIFIERS_SCHEMA)
+        consent = tables.read_or_empty(spark, root, tables.CONSENT)
+        engagement = tables.read_or_empty(spark, root, tables.EMAIL_ENGAGEMENT)
+        hot = tables.read_or_empty(spark, root, tables.HOT_IDENTIFIERS)
         counts["records"] = records.count()
         counts["identity_records"] = facts.identity_map.count()
     with stage.step("address consent") as counts:
@@ -103,7 +95,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     with stage.step("features") as counts:
         as_of = _as_of(ctx, facts)
         snapshot = customer_features(facts, as_of)
-        tables.replace_where(snapshot, root, tables.CUSTOMER_FEATURES, f"as_of = DATE'{as_of.isoformat()}'")
+        write_snapshots(snapshot, root, [as_of])
         counts["rows"] = (
             tables.read(spark, root, tables.CUSTOMER_FEATURES).where(F.col("as_of") == F.lit(as_of)).count()
         )

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-MAP_SCHEMA = "record_id string, cdp_id string"
+from cdp_spark import tables
 
 
 def _new_id(key: F.Column) -> F.Column:
@@ -30,7 +30,7 @@ def assign_cdp_ids(components: DataFrame, previous: DataFrame | None, run_id: st
     """
     spark = components.sparkSession
     if previous is None:
-        previous = spark.createDataFrame([], MAP_SCHEMA)
+        previous = spark.createDataFrame([], tables.IDENTITY_MAP.schema)
     sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
     shared = (
         components.join(previous.select("record_id", F.col("cdp_id").alias("previous_id")), "record_id")

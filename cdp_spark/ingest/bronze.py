@@ -32,33 +32,17 @@ from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.lakefiles import LakeFiles
-from cdp_spark.quarantine import CORRUPT, quarantine_rows
+from cdp_spark.quarantine import CORRUPT, quarantine_rows, write_quarantine
 from cdp_spark.sources import SourceConfig
 
 log = logging.getLogger("cdp_spark")
-# The sources of a run are ingested at once (``ingest.job``); the tables they share (ops.ingest_log, the
-# quarantine) take one commit at a time, so that two first writes do not race to create a table. Reentrant:
-# planning a batch holds it around its log append.
+# The sources of a run are ingested at once (``ingest.job``); the log they share takes one commit at a time, so
+# that two first writes do not race to create it (the quarantine does the same). Reentrant: planning a batch holds
+# it around its log append.
 _SHARED_WRITES = threading.RLock()
 
 RESCUED = "_rescued_data"
-LINEAGE = ("_ingested_at", "_source_file", "_batch_id")
-
-INGEST_LOG_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("batch_version", T.LongType(), False),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("files", T.ArrayType(T.StringType()), True),
-        T.StructField("watermark_from", T.StringType(), True),
-        T.StructField("watermark_to", T.StringType(), True),
-        T.StructField("rows_read", T.LongType(), True),
-        T.StructField("rows_written", T.LongType(), True),
-        T.StructField("rows_quarantined", T.LongType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("logged_at", T.TimestampType(), False),
-    ]
-)
+LINEAGE = tuple(tables.BRONZE_LINEAGE.fieldNames())
 
 
 @dataclass(frozen=True)
@@ -491,7 +475,7 @@ def _append_log(
         datetime.now(UTC).replace(tzinfo=None),
     )
     with _SHARED_WRITES:
-        tables.append(spark.createDataFrame([row], INGEST_LOG_SCHEMA), root, tables.INGEST_LOG, options=options)
+        tables.append(spark.createDataFrame([row], tables.INGEST_LOG.schema), root, tables.INGEST_LOG, options=options)
 
 
 def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> None:
@@ -631,8 +615,7 @@ def run_batch(spark: SparkSession, root: str, source: SourceConfig, batch: Batch
         if rows_quarantined:
             reason = F.lit(f"malformed {source.format} row: could not be parsed with the source's schema")
             rejected = quarantine_rows(bad, source.name, "ingest", "malformed", reason, None, run_id)
-            with _SHARED_WRITES:
-                tables.append(rejected, root, tables.QUARANTINE, options=txn)
+            write_quarantine(rejected, root, txn)
     finally:
         raw.unpersist()
         if everything is not None:

@@ -9,6 +9,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp_spark import tables
+from cdp_spark.features import write_snapshots
 
 
 def stored_as_ofs(spark: SparkSession, root: str) -> set[date]:
@@ -25,15 +26,14 @@ def feature_snapshots(
     """Features of every customer at each of ``as_ofs``; the missing snapshots are computed and written first.
 
     ``compute(dates)`` returns the snapshots of those dates (``cdp_id``, ``as_of``, features) in one pass; they
-    are written in one replaceWhere on their ``as_of`` values, so a snapshot is computed once and a rerun
-    rewrites the same rows. Returns the snapshots read back from the table (``cdp_id``, ``as_of``, features) and
-    the as-of dates that had to be computed.
+    are written in one replaceWhere on their ``as_of`` values (:func:`cdp_spark.features.write_snapshots`), so a
+    snapshot is computed once and a rerun rewrites the same rows. Returns the snapshots read back from the table
+    (``cdp_id``, ``as_of``, features) and the as-of dates that had to be computed.
     """
     wanted = sorted(set(as_ofs))
     present = stored_as_ofs(spark, root)
     computed = [as_of for as_of in wanted if as_of not in present]
     if computed:
-        dates = ", ".join(f"DATE'{as_of.isoformat()}'" for as_of in computed)
-        tables.replace_where(compute(computed), root, tables.CUSTOMER_FEATURES, f"as_of IN ({dates})")
+        write_snapshots(compute(computed), root, computed)
     snapshots = tables.read(spark, root, tables.CUSTOMER_FEATURES).where(F.col("as_of").isin(wanted))
     return snapshots, computed

@@ -68,25 +68,20 @@ from cdp_spark.suppression import keyed_rows
 
 log = logging.getLogger("cdp_spark")
 
-# Erasure bookkeeping (hashes only, by design) and run logs without personal data.
-NOT_ERASED = {
-    tables.ERASURE_PLAN.full_name,
-    tables.ERASURE_SUPPRESSION.full_name,
-    "ops.audit_log",
-    "ops.run_metrics",
-    "ops.dq_metrics",
-}
+# Erasure bookkeeping (hashes only, by design) and run logs without personal data (``erased=False`` entries).
+NOT_ERASED = {t.full_name for t in tables.CATALOG if not t.erased}
 
 
 def delta_tables(spark: SparkSession, root: str) -> list[tables.Table]:
-    """Every Delta table under the lakehouse root, as ``<layer>/<name>`` folders with a transaction log."""
+    """Every Delta table under the lakehouse root (``<layer>/<name>`` folders with a transaction log), as catalog
+    entries."""
     files = LakeFiles(spark)
     found = []
     for layer in files.names(root):
         if layer.startswith(("_", ".")):
             continue
         for name in files.names(f"{root.rstrip('/')}/{layer}"):
-            table = tables.Table(layer, name)
+            table = tables.entry(layer, name)
             if files.exists(f"{table.path(root)}/_delta_log"):
                 found.append(table)
     return found
@@ -257,7 +252,7 @@ def erase(
     finally:
         # Written even when a step fails: the deletes done so far are audited.
         if audit:
-            tables.append(tables.audit_rows(spark, audit), root, tables.AUDIT_LOG)
+            tables.audit(spark, root, audit)
 
 
 def _key_bookkeeping(spark: SparkSession, root: str, table: tables.Table, key: HashKey) -> None:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError
@@ -26,20 +25,6 @@ REQUEST_TYPES = ("email", "phone", "cdp_id", "record_id")
 # What a plan row's hash is of: the person's own identifiers, their record ids, the source keys of those
 # records (the part after "<source>:", for raw quarantined rows) and their cdp_id.
 KINDS = ("email", "phone", "loyalty_id", "account_id", "record_id", "record_key", "cdp_id")
-
-PLAN_SCHEMA = T.StructType(
-    [
-        T.StructField("request_id", T.StringType(), False),
-        T.StructField("requested_by", T.StringType(), True),
-        T.StructField("kind", T.StringType(), False),
-        T.StructField("value_hash", T.StringType(), False),
-        T.StructField("cdp_id", T.StringType(), True),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("planned_at", T.TimestampType(), False),
-        T.StructField("completed_at", T.TimestampType(), True),
-        T.StructField("key_id", T.StringType(), True),
-    ]
-)
 
 
 def read_requests(spark: SparkSession, path: str, key: HashKey) -> DataFrame:
@@ -260,11 +245,7 @@ def plan_new_requests(
     spark: SparkSession, root: str, requests: DataFrame, rules: StandardizeRules, run_id: str, key: HashKey
 ) -> tuple[int, int, list[tuple]]:
     """Plan the requests not planned before; returns (requests already completed, refused, their audit rows)."""
-    existing = (
-        tables.read(spark, root, tables.ERASURE_PLAN)
-        if tables.exists(spark, root, tables.ERASURE_PLAN)
-        else spark.createDataFrame([], PLAN_SCHEMA)
-    )
+    existing = tables.read_or_empty(spark, root, tables.ERASURE_PLAN)
     done = {
         r["request_id"]
         for r in existing.where(F.col("completed_at").isNotNull()).select("request_id").distinct().collect()
@@ -275,16 +256,9 @@ def plan_new_requests(
     audit: list[tuple] = []
     refused_count = 0
     if ids - planned:
-        records = _read_or_empty(
-            spark,
-            root,
-            tables.CUSTOMER_RECORDS,
-            "record_id string, email string, phone string, loyalty_id string, account_id string",
-        )
-        identity_map = _read_or_empty(spark, root, tables.IDENTITY_MAP, "record_id string, cdp_id string")
-        lineage = _read_or_empty(
-            spark, root, tables.IDENTITY_LINEAGE, "cdp_id string, event string, previous_cdp_ids array<string>"
-        )
+        records = tables.read_or_empty(spark, root, tables.CUSTOMER_RECORDS)
+        identity_map = tables.read_or_empty(spark, root, tables.IDENTITY_MAP)
+        lineage = tables.read_or_empty(spark, root, tables.IDENTITY_LINEAGE)
         plan, refused = plan_requests(normalize_requests(new, rules), records, identity_map, key, lineage)
         refused_rows = refused.collect()
         refused_count = len(refused_rows)
@@ -300,13 +274,9 @@ def plan_new_requests(
             F.lit(key.key_id).alias("key_id"),
         )
         tables.upsert(
-            spark.createDataFrame(plan.collect(), PLAN_SCHEMA),
+            spark.createDataFrame(plan.collect(), tables.ERASURE_PLAN.schema),
             root,
             tables.ERASURE_PLAN,
-            ["request_id", "kind", "value_hash"],
+            list(tables.ERASURE_PLAN.keys),
         )
     return len(ids & done), refused_count, audit
-
-
-def _read_or_empty(spark: SparkSession, root: str, table: tables.Table, schema: str) -> DataFrame:
-    return tables.read(spark, root, table) if tables.exists(spark, root, table) else spark.createDataFrame([], schema)

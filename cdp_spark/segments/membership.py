@@ -20,8 +20,6 @@ from pyspark.sql.window import Window
 from cdp_spark import tables
 from cdp_spark.segments.config import SegmentsConfig
 
-MEMBERSHIP_SCHEMA = "segment string, cdp_id string, entered_at date, exited_at date, last_as_of date"
-
 
 def segment_view(profile: DataFrame, features: DataFrame, scores: DataFrame, as_of: date) -> DataFrame:
     """One row per profile with its features and scores at ``as_of`` (null where it has none).

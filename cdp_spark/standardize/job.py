@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import reduce
@@ -18,14 +17,13 @@ from functools import reduce
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from cdp_spark import tables
 from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.ops import StageRun
 from cdp_spark.parallel import run_concurrently
 from cdp_spark.pipeline import Context
-from cdp_spark.quarantine import quarantine_rows
+from cdp_spark.quarantine import quarantine_rows, write_quarantine
 from cdp_spark.silver import (
     SILVER,
     check_target,
@@ -50,21 +48,6 @@ from cdp_spark.standardize.expectations import (
 from cdp_spark.suppression import Suppression, flag_suppressed, read_suppression
 
 log = logging.getLogger("cdp_spark")
-_SHARED_WRITES = threading.Lock()
-
-SILVER_LOG_SCHEMA = "source string, batch_id string, run_id string, recorded_at timestamp"
-DQ_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("table", T.StringType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("expectation", T.StringType(), False),
-        T.StructField("action", T.StringType(), False),
-        T.StructField("passed", T.LongType(), False),
-        T.StructField("failed", T.LongType(), False),
-        T.StructField("recorded_at", T.TimestampType(), False),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -221,13 +204,10 @@ def process_table(
                 expectations=checked or [ExpectationResult(table, e.name, e.action, 0, 0) for e in checks],
                 suppressed_bronze=_bronze_keys(ranked, name) if suppressed else frozenset(),
             )
-            # Silver tables are standardized at once (``run``) and these tables are shared: one writer at a time,
-            # so that the first one to create a table does not race another.
-            with _SHARED_WRITES:
-                if missing + rows_rejected:
-                    _quarantine(ranked, rejected, pending, target, spec.key, run_id, root)
-                if suppressed:
-                    _audit_suppressed(ranked.sparkSession, root, run_id, pending, table, suppressed)
+            if missing + rows_rejected:
+                _quarantine(ranked, rejected, pending, target, spec.key, run_id, root)
+            if suppressed:
+                _audit_suppressed(ranked.sparkSession, root, run_id, pending, table, suppressed)
         return results, rows_changed
     finally:
         if flagged is not None:
@@ -263,7 +243,7 @@ def _audit_suppressed(spark: SparkSession, root: str, run_id: str, pending: Pend
         "txnAppId": f"cdp-suppress-{pending.source.name}-{table}",
         "txnVersion": str(_batch_number(pending.batch_id)),
     }
-    tables.append(tables.audit_rows(spark, [row]), root, tables.AUDIT_LOG, options=txn)
+    tables.audit(spark, root, [row], options=txn)
 
 
 def _quarantine(
@@ -296,7 +276,7 @@ def _quarantine(
         )
     # One transaction per (source, table, batch): a redone batch appends nothing twice.
     txn = {"txnAppId": f"cdp-silver-{name}-{target.table}", "txnVersion": str(_batch_number(pending.batch_id))}
-    tables.append(quarantine, root, tables.QUARANTINE, options=txn)
+    write_quarantine(quarantine, root, txn)
 
 
 def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[str, ExpectationResult]]) -> None:
@@ -305,7 +285,7 @@ def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[
         return
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = [(run_id, r.table, source, r.expectation, r.action, r.passed, r.failed, now) for source, r in results]
-    tables.append(spark.createDataFrame(rows, DQ_SCHEMA), root, tables.DQ_METRICS)
+    tables.append(spark.createDataFrame(rows, tables.DQ_METRICS.schema), root, tables.DQ_METRICS)
 
 
 def pending_sources(ctx: Context, stage: StageRun, sources: list[SourceConfig]) -> list[Pending]:
@@ -382,7 +362,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         if pending:
             now = datetime.now(UTC).replace(tzinfo=None)
             markers = [(p.source.name, p.batch_id, stage.run_id, now) for p in pending]
-            tables.append(spark.createDataFrame(markers, SILVER_LOG_SCHEMA), root, tables.SILVER_LOG)
+            tables.append(spark.createDataFrame(markers, tables.SILVER_LOG.schema), root, tables.SILVER_LOG)
     finally:
         # Also when a later step fails: what was measured is recorded.
         _record_dq(spark, root, stage.run_id, dq_results)

@@ -1,0 +1,218 @@
+"""The table catalog (issue 20): docs/tables.md is its rendering, entries are consistent, one module writes each
+table. Read from the source, no Spark (the lakehouse a pipeline run builds is checked against the catalog in
+tests/test_pipeline.py)."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import cdp_spark
+from cdp_spark import tables
+from cdp_spark.features import FEATURE_NAMES
+from cdp_spark.silver import SILVER
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = Path(cdp_spark.__file__).parent
+
+# The write primitives of cdp_spark.tables: the table is their third argument.
+PRIMITIVES = {"append", "overwrite", "replace_where", "upsert"}
+# Delta table methods that change rows.
+ROW_CHANGES = {"merge", "update", "delete"}
+# Modules that change the rows of whatever table they are given (the lakehouse walk of erase and maintain).
+EVERY_TABLE = {"cdp_spark.privacy.erase", "cdp_spark.privacy.maintain"}
+# Writers besides a table's one module, each documented in docs/tables.md: standardize deletes the bronze rows of
+# an erased person that arrive again.
+ALSO_WRITTEN_BY = {"bronze.<source>": {"cdp_spark.standardize.job"}}
+# A write whose table is an attribute of a local spec: the tables that spec can be.
+SPEC_TABLES = {("cdp_spark.standardize.job", "spec.table"): {t.table.full_name for t in SILVER.values()}}
+
+
+def test_docs_tables_md_is_the_rendering_of_the_catalog():
+    rendered = tables.render_markdown()
+    written = (REPO / "docs" / "tables.md").read_text(encoding="utf-8")
+    assert written == rendered, (
+        "docs/tables.md differs from the catalog: run `python -m cdp_spark.tables > docs/tables.md`"
+    )
+
+
+def test_every_table_constant_is_in_the_catalog_once_and_its_entry_is_consistent():
+    constants = [v for v in vars(tables).values() if isinstance(v, tables.Table)]
+    assert sorted(t.full_name for t in constants) == sorted(t.full_name for t in tables.CATALOG if t.layer != "bronze")
+    assert len({t.full_name for t in tables.CATALOG}) == len(tables.CATALOG)
+    for table in tables.CATALOG:
+        columns = set(table.columns)
+        assert table.layer in tables.LAYERS and table.description, table.full_name
+        assert set(table.keys) <= columns and set(table.partition_by) <= columns, table.full_name
+        assert table.personal_columns <= columns or table.layer == "bronze", table.full_name
+        assert set(table.statistics or ()) <= columns, table.full_name
+        owners = [o.strip() for o in table.owner.split(",")]
+        assert table.owner == tables.EVERY_STAGE or set(owners) <= set(tables.OWNERS), table.full_name
+
+
+def test_the_features_are_the_feature_columns_in_order_and_the_silver_kinds_cover_the_silver_columns():
+    assert tables.CUSTOMER_FEATURES.columns == ["cdp_id", "as_of", *FEATURE_NAMES]
+    assert {name for name, spec in SILVER.items() if list(spec.columns) == spec.table.columns} == set(SILVER)
+
+
+def test_catalog_entries_are_found_by_layer_and_name():
+    assert tables.entry("silver", "orders") is tables.ORDERS
+    assert tables.entry("bronze", "crm") == tables.bronze("crm") and tables.entry("bronze", "crm").owner == "ingest"
+    unknown = tables.entry("gold", "left_by_an_older_version")
+    assert unknown.statistics == () and tables.stats_columns(unknown, tables.ORDERS.schema) == []
+
+
+BRONZE_CRM = tables.schema(("email", tables.STRING), *[(f.name, f.dataType) for f in tables.BRONZE_LINEAGE.fields])
+
+
+@pytest.mark.parametrize(
+    ("table", "schema", "expected"),
+    [
+        (
+            tables.ORDERS,
+            None,
+            ["order_id", "channel", "store_id", "order_ts", "amount", "currency", "items", "updated_at"],
+        ),
+        (tables.bronze("crm"), BRONZE_CRM, ["_ingested_at", "_source_file", "_batch_id"]),
+        (tables.SEGMENT_MEMBERSHIP, None, ["segment", "cdp_id", "entered_at", "exited_at", "last_as_of"]),
+        (tables.RUN_METRICS, None, ["run_id", "stage", "step", "metric", "recorded_at"]),
+    ],
+)
+def test_statistics_skip_personal_and_partition_columns(table, schema, expected):
+    assert tables.stats_columns(table, schema or table.schema) == expected
+
+
+def test_a_column_the_entry_does_not_declare_is_personal_when_another_entry_says_so():
+    assert tables.CUSTOMER_PROFILE.is_personal("record_id") and not tables.CUSTOMER_PROFILE.is_personal("cdp_id")
+    assert not tables.CUSTOMER_PROFILE.is_personal("vip")
+
+
+@dataclass(frozen=True)
+class Write:
+    module: str
+    line: int
+    table: str | None  # full name; None when the target is a parameter no caller in the module binds
+
+
+def _module_name(path: Path) -> str:
+    parts = ("cdp_spark", *path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_tables(node: ast.AST, attr: str | None = None) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "tables"
+        and (attr is None or node.attr == attr)
+    )
+
+
+class _Scanner:
+    """The writes of one module: each primitive call, Delta row change and call of a local writing helper, with
+    the table its target expression names."""
+
+    def __init__(self, module: str, tree: ast.Module) -> None:
+        self.module = module
+        self.functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        self.parent: dict[ast.AST, ast.FunctionDef] = {}
+        for function in self.functions.values():
+            for node in ast.walk(function):
+                self.parent.setdefault(node, function)
+        self.helpers: dict[str, int] = {}  # local function -> index of the parameter it writes to
+
+    def target(self, node: ast.AST, scope: ast.FunctionDef | None) -> set[str] | int | None:
+        """The full names ``node`` can be, or the index of the scope's parameter it is, or None (unknown)."""
+        if _is_tables(node):
+            value = getattr(tables, node.attr)
+            return {value.full_name} if isinstance(value, tables.Table) else None
+        if isinstance(node, ast.Call) and _is_tables(node.func, "bronze"):
+            return {"bronze.<source>"}
+        if isinstance(node, ast.Attribute) and (self.module, ast.unparse(node)) in SPEC_TABLES:
+            return SPEC_TABLES[(self.module, ast.unparse(node))]
+        if isinstance(node, ast.Name) and scope is not None:
+            params = [a.arg for a in scope.args.args]
+            for statement in ast.walk(scope):
+                if isinstance(statement, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == node.id for t in statement.targets
+                ):
+                    return self.target(statement.value, scope)
+            if node.id in params:
+                return params.index(node.id)
+        return None
+
+    def write_sites(self, tree: ast.Module) -> list[tuple[ast.AST, ast.AST]]:
+        """(call or change, target expression) pairs."""
+        sites = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _is_tables(node.func) and node.func.attr in PRIMITIVES:
+                sites.append((node, node.args[2] if len(node.args) > 2 else next(k.value for k in node.keywords)))
+            elif isinstance(node, ast.Call) and _is_tables(node.func, "audit"):
+                sites.append((node, ast.parse("tables.AUDIT_LOG", mode="eval").body))
+            elif isinstance(node, ast.Attribute) and node.attr in ROW_CHANGES:
+                for inner in ast.walk(node.value):
+                    if (
+                        isinstance(inner, ast.Call)
+                        and ast.unparse(inner.func) == "DeltaTable.forPath"
+                        and isinstance(inner.args[1], ast.Call)
+                        and isinstance(inner.args[1].func, ast.Attribute)
+                        and inner.args[1].func.attr == "path"
+                    ):
+                        sites.append((node, inner.args[1].func.value))
+        return sites
+
+    def writes(self, tree: ast.Module) -> list[Write]:
+        found: list[Write] = []
+        pending = self.write_sites(tree)
+        while pending:
+            next_round = []
+            for site, expression in pending:
+                scope = self.parent.get(site)
+                target = self.target(expression, scope)
+                if isinstance(target, int):
+                    if scope.name not in self.helpers:
+                        self.helpers[scope.name] = target
+                        for call in ast.walk(tree):
+                            if isinstance(call, ast.Call) and ast.unparse(call.func) == scope.name:
+                                next_round.append((call, call.args[target]))
+                    continue
+                found += [Write(self.module, site.lineno, t) for t in sorted(target or {None})]
+            pending = next_round
+        return found
+
+
+def all_writes() -> list[Write]:
+    writes = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module == "cdp_spark.tables":  # the primitives themselves
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        writes += _Scanner(module, tree).writes(tree)
+    return writes
+
+
+def test_the_scanner_sees_writes_through_helpers_and_specs():
+    writes = all_writes()
+    by_table = {w.table for w in writes}
+    assert {"gold.customer_profile", "silver.customer_records", "gold.segment_membership"} <= by_table
+    assert {w.module for w in writes if w.table == "gold.customer_features"} == {"cdp_spark.features"}
+
+
+def test_each_table_is_written_from_one_module_and_an_ops_log_from_one_stage():
+    writes = all_writes()
+    unknown = [w for w in writes if w.table is None and w.module not in EVERY_TABLE]
+    assert not unknown, f"writes whose table the scanner cannot tell (name the table or extend SPEC_TABLES): {unknown}"
+    for table in tables.CATALOG:
+        if table.layer == "ops":
+            packages = {w.module.split(".")[1] for w in writes if w.table == table.full_name}
+            assert table.owner == tables.EVERY_STAGE or len(packages) == 1, f"{table.full_name}: {sorted(packages)}"
+            continue
+        modules = {w.module for w in writes if w.table == table.full_name} - ALSO_WRITTEN_BY.get(table.full_name, set())
+        assert len(modules) == 1, (
+            f"{table.full_name} is written from {sorted(modules) or 'no module'}: one module writes a table (owner "
+            f"{table.owner}); the others call it"
+        )
