@@ -14,13 +14,14 @@ import pytest
 import yaml
 from chispa import assert_df_equality
 from pydantic import ValidationError
+from pyspark.sql import functions as F
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError, load_config
 from cdp_spark.identity import registry
 from cdp_spark.identity import resolve as resolve_module
 from cdp_spark.identity.blocking import candidate_pairs
-from cdp_spark.identity.model import FittedModel, fitted_model, predict_match, score_pairs
+from cdp_spark.identity.model import EDGE_RULE, FittedModel, fitted_model, predict_match, score_pairs
 from cdp_spark.identity.model_change import ModelChange, gate_breaches, model_change
 from cdp_spark.identity.rules import ProbabilisticConfig, RetrainGate
 from cdp_spark.identity.training import train
@@ -215,11 +216,13 @@ def test_model_references_are_registry_names_or_paths(ref, is_registry, uri):
 # --------------------------------------------------------------------------------------------------
 
 
-def resolve_context(spark, tmp_path: Path, model: str | None = None, **probabilistic) -> Context:
+def resolve_context(
+    spark, tmp_path: Path, model: str | None = None, lakehouse: str = "lakehouse", **probabilistic
+) -> Context:
     identity = {"record_id": "record_id", "probabilistic": {**PROBABILISTIC, **probabilistic}}
     (tmp_path / "identity.yaml").write_text(yaml.safe_dump(identity))
     overrides = [
-        f"lakehouse.root={tmp_path / 'lakehouse'}",
+        f"lakehouse.root={tmp_path / lakehouse}",
         f"files.identity={tmp_path / 'identity.yaml'}",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
         f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
@@ -275,6 +278,16 @@ def test_a_retrain_that_moves_the_links_too_much_stays_challenger(spark, tmp_pat
     assert tags["2"]["gate_reason"].startswith("0.00% of the links change, no level weight moves more than 0.00 bits")
     assert "more than max_weight_change 0" in tags["3"]["gate_reason"]
     assert str(client.get_model_version_by_alias("cdp_identity", "champion").version) == "2"
+    # The champion, not the refused retrain, scored the links: the same scores as the champion given with --model
+    # on a fresh lakehouse of the same records.
+    tables.overwrite(silver_records(spark, PEOPLE + PEOPLE[:4]), str(tmp_path / "fresh"), tables.CUSTOMER_RECORDS)
+    run_stage("resolve", resolve_context(spark, tmp_path, model="cdp_identity@champion", lakehouse="fresh"))
+
+    def scores(lakehouse: str) -> list[tuple]:
+        edges = tables.read(spark, lakehouse, tables.IDENTITY_EDGES).where(F.col("rule") == EDGE_RULE)
+        return sorted((r.src_record_id, r.dst_record_id, round(r.score, 9)) for r in edges.collect())
+
+    assert scores(root) and scores(root) == scores(str(tmp_path / "fresh"))
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import nbformat
 import pytest
 import yaml
@@ -32,6 +33,7 @@ from pyspark.sql import types as T
 from cdp_spark import tables
 from cdp_spark.cli import EXIT_CONFIG, EXIT_FAILED, main
 from cdp_spark.gold import job as gold_job
+from cdp_spark.identity.rules import load_identity
 from cdp_spark.ml.config import load_models
 from cdp_spark.privacy.erase import delta_tables
 
@@ -261,7 +263,13 @@ def text_outputs(notebook) -> str:  # noqa: ANN001 - nbformat node
 def expected_lines(name: str, spark, root: str) -> list[str]:  # noqa: ANN001
     """What each notebook must print about this lakehouse: facts read from its tables, not just "it ran"."""
     if name.startswith("01_"):
-        return [f"{tables.read(spark, root, tables.CUSTOMER_PROFILE).count():,} golden profiles"]
+        identity = load_identity(str(REPO / "conf" / "identity.yaml")).probabilistic
+        registry = mlflow.MlflowClient(f"sqlite:///{Path(root).parent / 'mlruns.db'}")
+        champion = registry.get_model_version_by_alias(identity.registered_model, "champion").version
+        return [
+            f"{tables.read(spark, root, tables.CUSTOMER_PROFILE).count():,} golden profiles",
+            f"identity model: {identity.registered_model} champion version {champion}, prior ",
+        ]
     if name.startswith("02_"):
         return [f"champion models:/{load_models(str(REPO / 'conf' / 'models.yaml')).clv.registered_model}/"]
     return ["the current definitions reproduce the stored membership: True (0 differences)"]

@@ -148,12 +148,12 @@ def run(ctx: Context, stage: StageRun) -> None:
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
         counts["guarded_values"] = result.guarded_values.count()
         counts["oversized_components"] = result.offending.count()
-    if result.trained and tracker is not None:
+    if result.trained is not None and tracker is not None:
         with stage.step("register identity model") as counts:
             path = registry.model_path(root, stage.run_id)
-            registry.save_model_file(LakeFiles(spark), path, result.model)
+            registry.save_model_file(LakeFiles(spark), path, result.trained)
             registered = registry.register(
-                tracker, result.model, champion_version, result.model_change, {"cdp.run_id": stage.run_id}, path
+                tracker, result.trained, champion_version, result.model_change, {"cdp.run_id": stage.run_id}, path
             )
             counts["model_version"] = int(registered.version)
             counts["model_promoted"] = int(registered.decision.promoted)
@@ -186,9 +186,9 @@ def run_on_file(ctx: Context, stage: StageRun) -> None:
         result.identity_map.select(F.col("record_id"), "cdp_id").write.mode("overwrite").parquet(f"{out}/identity_map")
         result.edges.write.mode("overwrite").parquet(f"{out}/edges")
         counts["records"] = spark.read.parquet(f"{out}/identity_map").count()
-        if result.trained:
+        if result.trained is not None:
             # no registry for an ad hoc file: the model goes beside the output, for --model next time
-            registry.save_model_file(LakeFiles(spark), f"{out}/identity_model.json", result.model)
+            registry.save_model_file(LakeFiles(spark), f"{out}/identity_model.json", result.trained)
             log.info("[resolve] probabilistic model trained: %s/identity_model.json (reuse it with --model)", out)
 
 

@@ -13,7 +13,7 @@ from cdp_spark.identity.blocking import candidate_pairs
 from cdp_spark.identity.deterministic import anonymous_records, deterministic_edges, guard_values, identifier_values
 from cdp_spark.identity.graph import cluster
 from cdp_spark.identity.model import FittedModel, accepted_edges
-from cdp_spark.identity.model_change import ModelChange, model_change
+from cdp_spark.identity.model_change import ModelChange, gate_breaches, model_change
 from cdp_spark.identity.rules import IdentityConfig
 from cdp_spark.identity.stable_ids import assign_cdp_ids
 from cdp_spark.identity.training import NoCandidatePairs, train
@@ -33,7 +33,8 @@ class ResolveResult:
     lineage: DataFrame  # cdp_id, event, previous_cdp_ids, records
     offending: DataFrame  # component_id, reason (still over a limit after the guards)
     model: FittedModel | None  # the model the probabilistic edges were scored with
-    trained: bool  # whether this run trained that model (else it was given)
+    trained: FittedModel | None  # the model this run trained (None when one was given): the same as ``model``
+    # unless the retrain gate kept the champion (``compare_with``), which then scored the edges
     model_change: ModelChange | None  # a trained model against ``compare_with``, on the same candidate pairs
 
 
@@ -42,13 +43,14 @@ def probabilistic_edges(
     config: IdentityConfig,
     model: FittedModel | None = None,
     compare_with: FittedModel | None = None,
-) -> tuple[DataFrame, FittedModel, DataFrame, ModelChange | None]:
+) -> tuple[DataFrame, FittedModel, FittedModel | None, DataFrame, ModelChange | None]:
     """Fellegi-Sunter edges above the acceptance threshold, shaped like the deterministic ones.
 
     ``model``: score with it (its comparisons must be the config's) instead of training one. ``compare_with``: a
-    model (the champion) a trained one is compared with on the same candidate pairs. Returns (edges, the model,
-    the comparison vectors the edges read, persisted when trained: unpersist them once the edges are materialized,
-    the change).
+    model (the champion) a trained one is compared with on the same candidate pairs; when the change breaks the
+    retrain gate (``probabilistic.retrain_gate``) the champion scores the edges, not the new model. Returns (edges,
+    the model that scored them, the model trained (None when given), the comparison vectors the edges read,
+    persisted when trained: unpersist them once the edges are materialized, the change).
     The candidate pairs and their levels (the Jaro-Winkler UDF among them) are computed once: training counts them,
     scoring and the comparison filter the same rows.
     """
@@ -56,12 +58,15 @@ def probabilistic_edges(
     vectors = comparison_vectors(candidate_pairs(records, settings, config.record_id), settings)
     if model is None:  # read twice or three times: by training, the comparison and the edges
         vectors = vectors.persist(StorageLevel.MEMORY_AND_DISK)
-    change = None
+    change, trained = None, None
     try:
         if model is None:
-            model = train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
+            model = trained = train(records, settings, config.record_id, seed=settings.seed, vectors=vectors)
             if compare_with is not None:
-                change = model_change(vectors, model, compare_with, settings.match_threshold)
+                change = model_change(vectors, trained, compare_with, settings.match_threshold)
+                if gate_breaches(change, settings.retrain_gate):
+                    log.warning("[resolve] the retrained model breaks the retrain gate: the champion scores the links")
+                    model = compare_with
     except BaseException:
         vectors.unpersist()
         raise
@@ -73,7 +78,7 @@ def probabilistic_edges(
         F.col("score").cast("double"),
         F.lit(None).cast("string").alias("identifier"),
     )
-    return edges, model, vectors, change
+    return edges, model, trained, vectors, change
 
 
 def resolve(
@@ -105,13 +110,12 @@ def resolve(
         values = values.checkpoint()
     usable, guarded = guard_values(values, config)
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
-    trained = model is None
-    vectors, change = None, None
+    vectors, change, trained = None, None, None
     if config.probabilistic is not None:
-        what = "u from random pairs, m by EM" if trained else "given, not trained"
+        what = "u from random pairs, m by EM" if model is None else "given, not trained"
         try:
             with progress(f"[resolve] probabilistic model ({what})"):
-                prob_edges, model, vectors, change = probabilistic_edges(records, config, model, compare_with)
+                prob_edges, model, trained, vectors, change = probabilistic_edges(records, config, model, compare_with)
             edges = edges.unionByName(prob_edges)
         except NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
@@ -123,4 +127,4 @@ def resolve(
     if vectors is not None:
         vectors.unpersist()  # cluster() materialized the edges
     identity_map, lineage = assign_cdp_ids(components, previous_map, run_id)
-    return ResolveResult(identity_map, edges, guarded, lineage, offending, model, trained and model is not None, change)
+    return ResolveResult(identity_map, edges, guarded, lineage, offending, model, trained, change)
