@@ -317,7 +317,11 @@ HOT_IDENTIFIERS = Table(
     schema(("identifier", STRING), ("value_hash", STRING), ("records", LONG), ("reason", STRING), ("run_id", STRING)),
     owner="resolve",
     personal_columns=frozenset({"identifier", "value_hash"}),
-    description="Identifier values too common to link on (`reason` `blocked`/`hot`), as hashes.",
+    description=(
+        "Identifier values too common to link on (`reason` `blocked`/`hot`), as hashes. Kept by erasure: a value "
+        "many records share (a family phone, a junk email) guards everyone who carries it, and names nobody."
+    ),
+    erased=False,
 )
 ERASURE_SUPPRESSION = Table(
     "silver",
@@ -500,7 +504,11 @@ SEGMENT_REPORT = Table(
     keys=("as_of", "segment"),
     owner="segment",
     partition_by=("as_of",),
-    description="Per segment and as-of: size, mean scores, entries, exits and overlap with the other segments.",
+    description=(
+        "Per segment and as-of: size, mean scores, entries, exits and overlap with the other segments. Counts "
+        "only: no row is a person's, so erasure has nothing to delete here."
+    ),
+    erased=False,
 )
 
 RUN_METRICS = Table(
@@ -612,15 +620,42 @@ INGEST_LOG = Table(
         ("logged_at", TIMESTAMP, False),
     ),
     owner="ingest",
-    description="Batch plan and commit per source: the files (or JDBC watermarks) of each batch.",
+    description=(
+        "Batch plan and commit per source: the files (or JDBC watermarks) of each batch. Standardize takes a "
+        "source's new batches from its commits. File names and counts only: kept by erasure."
+    ),
+    erased=False,
 )
 SILVER_LOG = Table(
     "ops",
     "silver_log",
     schema(("source", STRING), ("batch_id", STRING), ("run_id", STRING), ("recorded_at", TIMESTAMP)),
     owner="standardize",
-    description="The bronze batches standardize has merged into silver, per source.",
+    description="The bronze batches standardize has merged into silver, per source. Ids only: kept by erasure.",
+    erased=False,
 )
+
+# Columns that say whose a row is, and the kind of identifier each holds (erasure finds a person's rows by them; a
+# column means the same in every table). ``identifier_type, identifier`` pairs (consent) hold emails and phones.
+IDENTIFYING_COLUMNS = {
+    "cdp_id": "cdp_id",
+    "record_id": "record_id",
+    "src_record_id": "record_id",
+    "dst_record_id": "record_id",
+    "email": "email",
+    "phone": "phone",
+    "loyalty_id": "loyalty_id",
+    "account_id": "account_id",
+}
+TYPED_IDENTIFIER = ("identifier_type", "identifier")
+
+
+def identifying_columns(columns: Sequence[str]) -> list[str]:
+    """The columns among ``columns`` that say whose a row is (:data:`IDENTIFYING_COLUMNS`, and ``identifier`` when
+    ``identifier_type`` says its kind)."""
+    found = [c for c in IDENTIFYING_COLUMNS if c in columns]
+    return found + (["identifier"] if set(TYPED_IDENTIFIER) <= set(columns) else [])
+
 
 # Every table; bronze has one entry per source (:func:`bronze`), shown here for a source named ``<source>``.
 CATALOG: tuple[Table, ...] = (

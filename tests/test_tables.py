@@ -58,6 +58,18 @@ def test_the_features_are_the_feature_columns_in_order_and_the_silver_kinds_cove
     assert {name for name, spec in SILVER.items() if list(spec.columns) == spec.table.columns} == set(SILVER)
 
 
+def test_erasure_finds_a_person_in_every_table_it_erases():
+    """Erasure deletes a person's rows from every table not kept, by the columns that say whose a row is: a table it
+    erases without such a column would be skipped without a word. Bronze and the quarantine hold raw rows, matched
+    through the sources' mappings instead."""
+    raw = {tables.bronze("<source>").full_name, tables.QUARANTINE.full_name}
+    erased = [t for t in tables.CATALOG if t.erased and t.full_name not in raw]
+    blind = [t.full_name for t in erased if not tables.identifying_columns(t.columns)]
+    assert blind == [], "erased but no identifying column (mark it erased=False and say why, or declare the column)"
+    assert tables.identifying_columns(["as_of", "segment", "members"]) == []  # a table of counts names nobody
+    assert tables.identifying_columns(["identifier_type", "identifier", "cdp_id"]) == ["cdp_id", "identifier"]
+
+
 def test_catalog_entries_are_found_by_layer_and_name():
     assert tables.entry("silver", "orders") is tables.ORDERS
     assert tables.entry("bronze", "crm") == tables.bronze("crm") and tables.entry("bronze", "crm").owner == "ingest"

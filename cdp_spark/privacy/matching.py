@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from cdp_spark import tables
 from cdp_spark.hashing import HashKey, keyed_identifier, with_keyed
 from cdp_spark.normalize.emails import normalize_email
 from cdp_spark.normalize.phones import phone_e164
@@ -17,24 +18,16 @@ from cdp_spark.normalize.rules import StandardizeRules
 from cdp_spark.silver import SILVER, standardize_rows, with_keys
 from cdp_spark.sources import SourceConfig
 
-# Column name -> kind, for every silver/gold/ops table: the columns that say whose a row is.
-PERSON_COLUMNS = {
-    "cdp_id": "cdp_id",
-    "record_id": "record_id",
-    "src_record_id": "record_id",
-    "dst_record_id": "record_id",
-    "email": "email",
-    "phone": "phone",
-    "loyalty_id": "loyalty_id",
-    "account_id": "account_id",
-}
+# Bronze tables of a source no longer in config: the raw columns that may hold an id, and its kind (silver, gold
+# and ops tables say whose a row is by the catalog's ``tables.IDENTIFYING_COLUMNS``).
 BRONZE_ID_COLUMNS = {"loyalty_id": "loyalty_id", "account_id": "account_id", "user_id": "account_id"}
 
 
 def person_spec(columns: list[str]) -> list[tuple[str, Column, bool]]:
     """The (kind, column, already hashed) triples that say whose a row of a silver/gold/ops table is."""
-    spec = [(kind, F.col(f"`{c}`"), False) for c, kind in PERSON_COLUMNS.items() if c in columns]
-    if {"identifier_type", "identifier"} <= set(columns):
+    identifying = tables.identifying_columns(columns)
+    spec = [(tables.IDENTIFYING_COLUMNS[c], F.col(f"`{c}`"), False) for c in identifying if c != "identifier"]
+    if "identifier" in identifying:
         for kind in ("email", "phone"):
             spec.append((kind, F.when(F.lower(F.col("identifier_type")) == kind, F.col("identifier")), False))
     return spec
