@@ -264,7 +264,8 @@ def expected_lines(name: str, spark, root: str) -> list[str]:  # noqa: ANN001
     """What each notebook must print about this lakehouse: facts read from its tables, not just "it ran"."""
     if name.startswith("01_"):
         identity = load_identity(str(REPO / "conf" / "identity.yaml")).probabilistic
-        registry = mlflow.MlflowClient(f"sqlite:///{Path(root).parent / 'mlruns.db'}")
+        store = f"sqlite:///{Path(root).parent / 'mlruns.db'}"  # the registry too: not the one another test set
+        registry = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
         champion = registry.get_model_version_by_alias(identity.registered_model, "champion").version
         return [
             f"{tables.read(spark, root, tables.CUSTOMER_PROFILE).count():,} golden profiles",
