@@ -705,6 +705,9 @@ def silver_schema(name: str) -> T.StructType:
     return _BY_NAME[f"silver.{name}"].schema
 
 
+_AUDIT_WRITES = threading.Lock()
+
+
 def audit(spark: SparkSession, root: str, rows: list[tuple], options: dict[str, str] | None = None) -> None:
     """Append ``(run_id, action, target, table, rows, details)`` tuples to ops.audit_log, stamped now; ``options``
     may carry ``txnAppId``/``txnVersion`` to make the append idempotent. One append at a time in this process
@@ -712,9 +715,6 @@ def audit(spark: SparkSession, root: str, rows: list[tuple], options: dict[str, 
     now = datetime.now(UTC).replace(tzinfo=None)
     with _AUDIT_WRITES:
         append(spark.createDataFrame([(*r, now) for r in rows], AUDIT_LOG.schema), root, AUDIT_LOG, options=options)
-
-
-_AUDIT_WRITES = threading.Lock()
 
 
 def exists(spark: SparkSession, root: str, table: Table) -> bool:
