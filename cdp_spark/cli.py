@@ -50,6 +50,12 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             help="score with a trained identity model instead of training one: a registered model NAME (its champion), "
             "NAME@alias, models:/NAME/<version>, or the path of a model JSON written by resolve",
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="resolve even when silver, the identity config, model and code and the identity tables are as the "
+            "last successful resolve left them (it skips then)",
+        )
     elif name == "evaluate":
         parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
         parser.add_argument(

@@ -635,6 +635,25 @@ SILVER_LOG = Table(
     erased=False,
 )
 
+STAGE_INPUTS = Table(
+    "ops",
+    "stage_inputs",
+    schema(
+        ("stage", STRING, False),
+        ("run_id", STRING, False),
+        ("fingerprint", STRING, False),
+        ("state", STRING, False),
+        ("recorded_at", TIMESTAMP, False),
+    ),
+    keys=("stage", "run_id"),
+    owner="resolve",
+    description=(
+        "What a stage's successful run read and left (Delta versions, config and code digests, as JSON): a run that "
+        "finds the same skips (`cdp_spark.stage_inputs`). Versions and digests only: kept by erasure."
+    ),
+    erased=False,
+)
+
 # Columns that say whose a row is, and the kind of identifier each holds (erasure finds a person's rows by them; a
 # column means the same in every table). ``identifier_type, identifier`` pairs (consent) hold emails and phones.
 IDENTIFYING_COLUMNS = {
@@ -686,6 +705,7 @@ CATALOG: tuple[Table, ...] = (
     ERASURE_PLAN,
     INGEST_LOG,
     SILVER_LOG,
+    STAGE_INPUTS,
 )
 _BY_NAME = {t.full_name: t for t in CATALOG if t.layer != "bronze"}
 # Every column name some entry declares personal (how a column no entry declares is judged: Table.is_personal).

@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
 from pydantic import ValidationError
 from pyspark.sql import functions as F
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError, load_config
+from cdp_spark.identity import job as identity_job
 from cdp_spark.identity import registry
 from cdp_spark.identity import resolve as resolve_module
 from cdp_spark.identity.blocking import candidate_pairs
@@ -26,6 +28,7 @@ from cdp_spark.identity.model_change import ModelChange, gate_breaches, model_ch
 from cdp_spark.identity.rules import ProbabilisticConfig, RetrainGate
 from cdp_spark.identity.training import train
 from cdp_spark.identity.vectors import comparison_vectors
+from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context, run_stage
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +220,7 @@ def test_model_references_are_registry_names_or_paths(ref, is_registry, uri):
 
 
 def resolve_context(
-    spark, tmp_path: Path, model: str | None = None, lakehouse: str = "lakehouse", **probabilistic
+    spark, tmp_path: Path, model: str | None = None, lakehouse: str = "lakehouse", force: bool = False, **probabilistic
 ) -> Context:
     identity = {"record_id": "record_id", "probabilistic": {**PROBABILISTIC, **probabilistic}}
     (tmp_path / "identity.yaml").write_text(yaml.safe_dump(identity))
@@ -227,7 +230,17 @@ def resolve_context(
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
         f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
     ]
-    return Context(load_config("conf", None, overrides), argparse.Namespace(model=model), _spark=spark)
+    return Context(load_config("conf", None, overrides), argparse.Namespace(model=model, force=force), _spark=spark)
+
+
+def identity_versions(spark, root: str) -> dict[str, int]:
+    """The Delta version of every identity table and of ops.stage_inputs."""
+    written = (*identity_job.IDENTITY_TABLES, tables.STAGE_INPUTS)
+    return {t.name: DeltaTable.forPath(spark, t.path(root)).history(1).first()["version"] for t in written}
+
+
+def steps(run: StageRun) -> set[str]:
+    return {step for step, _, _ in run.metrics}
 
 
 def identity_map(spark, tmp_path: Path) -> list[tuple[str, str]]:
@@ -254,7 +267,7 @@ def test_resolve_trains_saves_and_registers_then_reuses_the_model_without_traini
     monkeypatch.setattr(resolve_module, "train", no_training)
     run_stage("resolve", resolve_context(spark, tmp_path, model=path))
     assert identity_map(spark, tmp_path) == first_map
-    run_stage("resolve", resolve_context(spark, tmp_path, model="cdp_identity"))
+    run_stage("resolve", resolve_context(spark, tmp_path, model="cdp_identity", force=True))  # the model of `path`
     assert identity_map(spark, tmp_path) == first_map
     assert len(client.search_model_versions("name = 'cdp_identity'")) == 1  # reusing registers nothing
     assert saved.training is not None and saved.training.records == 16
@@ -266,7 +279,12 @@ def test_a_retrain_that_moves_the_links_too_much_stays_challenger(spark, tmp_pat
     root = str(tmp_path / "lakehouse")
     tables.overwrite(silver_records(spark), root, tables.CUSTOMER_RECORDS)
     run_stage("resolve", resolve_context(spark, tmp_path))
-    run_stage("resolve", resolve_context(spark, tmp_path))  # the same records and seed: the same model
+    # Nothing changed since: the rerun skips (no table version, no model version); --force retrains, and the
+    # same records and seed give the same model.
+    kept = identity_versions(spark, root)
+    assert steps(run_stage("resolve", resolve_context(spark, tmp_path))) == {"compare inputs with the last run"}
+    assert identity_versions(spark, root) == kept
+    run_stage("resolve", resolve_context(spark, tmp_path, force=True))
     # half the people again, under new ids: other pairs, other weights
     tables.overwrite(silver_records(spark, PEOPLE + PEOPLE[:4]), root, tables.CUSTOMER_RECORDS)
     strict = {"retrain_gate": {"max_changed_links": 0.0, "max_weight_change": 0.0}}

@@ -103,12 +103,13 @@ def new_run(work: Path, sample: Path) -> Run:
 
 @pytest.fixture(scope="module")
 def pipeline(spark, sample, tmp_path_factory) -> Run:
-    """`cdp-spark run` on the sample, uninterrupted, in two slices: `--to resolve` (its lakehouse is kept in
-    ``resolved/`` for the resume test), then `--from profiles`. ``spark`` is the test session: the stages join
-    it instead of starting another JVM in this process."""
+    """`cdp-spark run` on the sample, uninterrupted, in two slices: `--to resolve` (its lakehouse and MLflow store
+    are kept in ``resolved/`` for the resume test), then `--from profiles`. ``spark`` is the test session: the
+    stages join it instead of starting another JVM in this process."""
     run = new_run(tmp_path_factory.mktemp("pipeline"), sample)
     assert run.cli("run", "--to", "resolve") == 0, "cdp-spark run failed (see the captured stderr)"
-    shutil.copytree(run.root, run.work / "resolved")
+    shutil.copytree(run.root, run.work / "resolved" / "lakehouse")
+    shutil.copy2(run.work / "mlruns.db", run.work / "resolved" / "mlruns.db")
     assert run.cli("run", "--from", "profiles") == 0, "cdp-spark run failed (see the captured stderr)"
     return run
 
@@ -139,8 +140,10 @@ def test_a_run_failing_in_a_middle_stage_exits_with_one_line_and_the_rerun_ends_
 ):
     run = new_run(tmp_path, sample)
     # Ingest, standardize and resolve as the uninterrupted run left them (the same stages on the same sample,
-    # computed once): this run redoes them as the no-ops they are, then fails in profiles.
-    shutil.copytree(pipeline.work / "resolved", run.root)
+    # computed once): this run redoes them as the no-ops they are (resolve finds its inputs as it left them and
+    # skips), then fails in profiles.
+    shutil.copytree(pipeline.work / "resolved" / "lakehouse", run.root)
+    shutil.copy2(pipeline.work / "resolved" / "mlruns.db", run.work / "mlruns.db")
     at_failure: dict[str, int] = {}
 
     def disk_full(*args, **kwargs):  # profiles dies after writing two of its tables
@@ -168,6 +171,9 @@ def test_a_run_failing_in_a_middle_stage_exits_with_one_line_and_the_rerun_ends_
 
     assert run.cli("run") == 0
     assert "**all stages succeeded**." in (Path(run.work) / "reports" / "latest-run.md").read_text()
+    skips = tables.read(spark, run.root, tables.RUN_METRICS).where("stage = 'resolve' AND metric = 'unchanged'")
+    # The uninterrupted run resolved (its metrics came with the copy); the failed run and the rerun skipped.
+    assert [r.value for r in skips.orderBy("recorded_at").collect()] == [0.0, 1.0, 1.0], "resolve recomputed"
     expected, actual = delta_tables(spark, pipeline.root), delta_tables(spark, run.root)
     assert sorted(t.full_name for t in actual) == sorted(t.full_name for t in expected)
     for table in expected:

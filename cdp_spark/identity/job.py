@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from functools import reduce
@@ -11,7 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp_spark import tables, tracking
+from cdp_spark import stage_inputs, tables, tracking
 from cdp_spark.config import ConfigError
 from cdp_spark.identity import registry
 from cdp_spark.identity.evaluate import identity_metrics
@@ -21,6 +22,7 @@ from cdp_spark.identity.rules import IdentityConfig, load_identity
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
+from cdp_spark.stage_inputs import StageState
 
 log = logging.getLogger("cdp_spark")
 
@@ -57,6 +59,21 @@ def _write_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
     return 1
 
 
+# What resolve writes (its own output, and the map it starts from).
+IDENTITY_TABLES = (tables.IDENTITY_MAP, tables.IDENTITY_EDGES, tables.IDENTITY_LINEAGE, tables.HOT_IDENTIFIERS)
+
+
+def resolve_settings(config: IdentityConfig, model: FittedModel | None, champion_version: str | None) -> dict:
+    """What a resolve's result depends on besides its tables: the identity config, the code, the model given to
+    score with (None: trained from the records, deterministic for a seed) and the champion a retrain is gated by."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "code": stage_inputs.code_digest("cdp_spark.identity"),
+        "model": None if model is None else hashlib.sha256(model.to_json().encode()).hexdigest(),
+        "champion": champion_version,
+    }
+
+
 def lineage_transaction(spark: SparkSession, root: str) -> dict[str, str]:
     """The Delta transaction of a lineage append: one per identity map version the events start from."""
     if not tables.exists(spark, root, tables.IDENTITY_MAP):
@@ -91,8 +108,29 @@ def run(ctx: Context, stage: StageRun) -> None:
     config = load_identity(source)
     tracker = tracking.connect(ctx.config.mlflow) if config.probabilistic is not None else None
     model = given_model(ctx, config, source, tracker)
-    champion_version, champion = None, None
+    champion_version = None
     if model is None and tracker is not None:
+        current = tracking.version_by_alias(tracker.client, config.probabilistic.registered_model, tracking.CHAMPION)
+        champion_version = None if current is None else str(current.version)
+    state = StageState(
+        "resolve",
+        reads=(tables.CUSTOMER_RECORDS, *(FACT_TABLES[fact.table] for fact in config.facts)),
+        writes=IDENTITY_TABLES,
+        settings=resolve_settings(config, model, champion_version),
+    )
+    with stage.step("compare inputs with the last run") as counts:
+        before = state.current(spark, root)
+        last = None if getattr(args, "force", False) else stage_inputs.unchanged_since(spark, root, "resolve", before)
+        counts["unchanged"] = int(last is not None)
+    if last is not None:
+        log.info(
+            "[resolve] silver, the identity config, model and code, and the identity tables are as run %s left "
+            "them: nothing to resolve (--force recomputes)",
+            last,
+        )
+        return
+    champion = None
+    if champion_version is not None:
         champion_version, champion = registry.champion(tracker, config.probabilistic)
     with stage.step("read silver") as counts:
         records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
@@ -157,6 +195,8 @@ def run(ctx: Context, stage: StageRun) -> None:
             )
             counts["model_version"] = int(registered.version)
             counts["model_promoted"] = int(registered.decision.promoted)
+            if registered.decision.promoted:
+                champion_version = str(registered.version)
         log.info(
             "[resolve] probabilistic model trained: %s; registered %s version %s (%s: %s); "
             "reuse it with --model %s or --model %s",
@@ -168,6 +208,10 @@ def run(ctx: Context, stage: StageRun) -> None:
             path,
             config.probabilistic.registered_model,
         )
+    settings = resolve_settings(config, model, champion_version)
+    stage_inputs.record(
+        spark, root, "resolve", stage.run_id, stage_inputs.after_run(before, spark, root, state, settings)
+    )
 
 
 def run_on_file(ctx: Context, stage: StageRun) -> None:
