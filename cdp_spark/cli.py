@@ -50,12 +50,6 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             help="score with a trained identity model instead of training one: a registered model NAME (its champion), "
             "NAME@alias, models:/NAME/<version>, or the path of a model JSON written by resolve",
         )
-        parser.add_argument(
-            "--force",
-            action="store_true",
-            help="resolve even when silver, the identity config, model and code and the identity tables are as the "
-            "last successful resolve left them (it skips then)",
-        )
     elif name == "evaluate":
         parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
         parser.add_argument(
@@ -74,6 +68,21 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         )
     elif name in ("profiles", "score", "segment", "activate", "train"):
         parser.add_argument("--as-of", help="as-of date YYYY-MM-DD (default: the latest data date)")
+    if name in SKIPPING:
+        _force(parser)
+
+
+# The stages that do nothing when they find what their last successful run left (cdp_spark.stage_inputs).
+SKIPPING = ("resolve", "profiles")
+
+
+def _force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"{' and '.join(SKIPPING)} recompute even when their inputs, config, code and own tables are as their "
+        "last successful run left them (they skip then)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--as-of", help="as-of date YYYY-MM-DD for profiles/scores/segments")
     run_parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="start at this stage (default: ingest)")
     run_parser.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage (default: activate)")
+    _force(run_parser)
     check_parser = sub.add_parser("check", help="validate every config file and their cross-references, without Spark")
     _common(check_parser)
     return parser

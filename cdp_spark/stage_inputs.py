@@ -8,8 +8,8 @@ Anything else reruns it: a new silver version, a changed config, other code, a m
 its own changed since (an erasure, a restore), or a last run that failed after writing some tables (it recorded
 no row).
 
-This is what makes `cdp-spark run` after a failure resume cheaply and a daily run with no new data cost seconds;
-``--force`` on the stage recomputes regardless.
+This is what makes `cdp-spark run` after a failure resume cheaply and a day with no new data cost seconds there;
+``--force`` on the stage recomputes regardless. Resolve and profiles use it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 import cdp_spark
 from cdp_spark import tables
+from cdp_spark.ops import StageRun
 
 log = logging.getLogger("cdp_spark")
 
@@ -45,13 +46,20 @@ def table_versions(spark: SparkSession, root: str, entries: Iterable[tables.Tabl
     return versions
 
 
-def code_digest(package: str) -> str:
-    """A digest of the Python sources of ``package`` (e.g. ``cdp_spark.identity``) and cdp-spark's version: other
-    code, other results. Read through importlib.resources, so it works from a zip shipped with --py-files."""
+def code_digest(*names: str) -> str:
+    """A digest of cdp-spark's version and the Python sources of ``names``: packages (``cdp_spark.identity``: every
+    module in it) or modules (``cdp_spark.features``). Other code, other results. Read through importlib.resources,
+    so it works from a zip shipped with --py-files."""
     digest = hashlib.sha256(cdp_spark.__version__.encode())
-    sources = importlib.resources.files(package)
-    for item in sorted((i for i in sources.iterdir() if i.name.endswith(".py")), key=lambda i: i.name):
-        digest.update(item.name.encode() + b"\0" + item.read_bytes())
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        module = importlib.resources.files(parent) / f"{leaf}.py"
+        if module.is_file():
+            files = [module]
+        else:
+            files = sorted((i for i in importlib.resources.files(name).iterdir() if i.name.endswith(".py")), key=str)
+        for item in files:
+            digest.update(f"{name}/{item.name}".encode() + b"\0" + item.read_bytes())
     return digest.hexdigest()
 
 
@@ -68,6 +76,23 @@ class StageState:
         """The state as it is now: the versions of the tables read and written, and the settings."""
         names = {t.full_name: t for t in (*self.reads, *self.writes)}
         return {"tables": table_versions(spark, root, names.values()), "settings": dict(self.settings)}
+
+
+def compare(spark: SparkSession, root: str, run: StageRun, state: StageState, force: bool = False) -> tuple[dict, bool]:
+    """The state now (record it after the run with :func:`after_run`), and whether the stage has nothing to do: it
+    finds what its last successful run left, and ``force`` is off. A step of ``run`` records ``unchanged``."""
+    with run.step("compare inputs with the last run") as counts:
+        before = state.current(spark, root)
+        last = None if force else unchanged_since(spark, root, state.stage, before)
+        counts["unchanged"] = int(last is not None)
+    if last is not None:
+        log.info(
+            "[%s] its inputs, settings and code and its own tables are as run %s left them: nothing to do "
+            "(--force recomputes)",
+            state.stage,
+            last,
+        )
+    return before, last is not None
 
 
 def fingerprint(state: dict) -> str:
@@ -88,18 +113,20 @@ def unchanged_since(spark: SparkSession, root: str, stage: str, state: dict) -> 
     return last["run_id"] if last is not None and last["fingerprint"] == fingerprint(state) else None
 
 
-def record(spark: SparkSession, root: str, stage: str, run_id: str, state: dict) -> None:
-    """Append the state a successful run left (call it after the stage's last write)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    row = (stage, run_id, fingerprint(state), json.dumps(state, sort_keys=True, default=str), now)
-    tables.append(spark.createDataFrame([row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)
-
-
-def after_run(
-    before: dict, spark: SparkSession, root: str, state: StageState, settings: Mapping[str, object] | None = None
-) -> dict:
-    """The state to record after a run: the versions the run read (``before``, taken when it started: a table it
-    only read cannot have moved under the lease), with the versions of the tables it wrote as they are now, and
-    ``settings`` as the run changed them (e.g. the model it promoted), else as they were."""
+def record(
+    spark: SparkSession,
+    root: str,
+    run_id: str,
+    state: StageState,
+    before: dict,
+    settings: Mapping[str, object] | None = None,
+) -> None:
+    """Append the state a successful run left (call it after the stage's last write): the versions the run read
+    (``before``, from :func:`compare`: a table it only read cannot have moved under the lease), the versions of
+    the tables it wrote as they are now, and ``settings`` as the run changed them (e.g. the model it promoted),
+    else as they were."""
     written = table_versions(spark, root, state.writes)
-    return {"tables": {**before["tables"], **written}, "settings": dict(settings or before["settings"])}
+    after = {"tables": {**before["tables"], **written}, "settings": dict(settings or before["settings"])}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    row = (state.stage, run_id, fingerprint(after), json.dumps(after, sort_keys=True, default=str), now)
+    tables.append(spark.createDataFrame([row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)

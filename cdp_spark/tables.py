@@ -646,7 +646,7 @@ STAGE_INPUTS = Table(
         ("recorded_at", TIMESTAMP, False),
     ),
     keys=("stage", "run_id"),
-    owner="resolve",
+    owner="resolve, profiles",
     description=(
         "What a stage's successful run read and left (Delta versions, config and code digests, as JSON): a run that "
         "finds the same skips (`cdp_spark.stage_inputs`). Versions and digests only: kept by erasure."

@@ -26,7 +26,7 @@ from cdp_spark.features import (
     render_features_doc,
 )
 from cdp_spark.gold.households import households
-from cdp_spark.gold.job import run
+from cdp_spark.gold.job import PROFILE_WRITES, run
 from cdp_spark.gold.profiles import address_consent, consent_statements, golden_profiles, resolve_consent
 from cdp_spark.gold.survivorship import HouseholdRules, load_profiles
 from cdp_spark.ops import StageRun
@@ -859,10 +859,19 @@ def test_profiles_job_end_to_end_and_rerun_is_a_no_op(spark, lakehouse):
     assert metrics[("profiles", "written")] == 1
     assert [metrics[("households", m)] for m in ("people", "households", "multi_person")] == [2, 1, 1]
 
-    versions = {t.name: _version(spark, root, t) for t in (tables.CUSTOMER_PROFILE, tables.HOUSEHOLDS)}
+    # Nothing changed since: the rerun skips and writes nothing at all.
+    written = (*PROFILE_WRITES, tables.STAGE_INPUTS)
+    versions = {t.name: _version(spark, root, t) for t in written}
+    skipped = StageRun(stage="profiles")
+    run(ctx, skipped)
+    assert {step for step, _, _ in skipped.metrics} == {"compare inputs with the last run"}
+    assert {t.name: _version(spark, root, t) for t in written} == versions
+    # --force recomputes, and the same rows replace nothing but the feature snapshot's slice.
+    kept = (tables.CUSTOMER_PROFILE, tables.HOUSEHOLDS)
+    versions = {t.name: _version(spark, root, t) for t in kept}
     rerun = StageRun(stage="profiles")
-    run(ctx, rerun)
-    assert {t.name: _version(spark, root, t) for t in (tables.CUSTOMER_PROFILE, tables.HOUSEHOLDS)} == versions
+    run(Context(config=config, args=argparse.Namespace(as_of="2025-06-30", force=True), _spark=spark), rerun)
+    assert {t.name: _version(spark, root, t) for t in kept} == versions
     rerun_metrics = {(step, metric): value for step, metric, value in rerun.metrics}
     assert rerun_metrics[("profiles", "written")] == rerun_metrics[("households", "written")] == 0
     assert_df_equality(gold.features(spark, root, "2025-06-30"), snapshot, ignore_row_order=True)

@@ -179,6 +179,12 @@ def test_a_run_failing_in_a_middle_stage_exits_with_one_line_and_the_rerun_ends_
     for table in expected:
         if table == tables.RUN_METRICS:  # seconds and runs: the resumed pipeline ran some stages twice
             continue
+        if table == tables.STAGE_INPUTS:  # the Delta versions and commit times of each lakehouse's own writes
+            assert [r.stage for r in tables.read(spark, run.root, table).orderBy("recorded_at").collect()] == [
+                "resolve",
+                "profiles",
+            ]
+            continue
         assert_df_equality(
             comparable(tables.read(spark, run.root, table), table),
             comparable(tables.read(spark, pipeline.root, table), table),

@@ -8,6 +8,7 @@ from delta.tables import DeltaTable
 
 import cdp_spark
 from cdp_spark import stage_inputs, tables
+from cdp_spark.ops import StageRun
 from cdp_spark.stage_inputs import StageState
 
 
@@ -23,11 +24,11 @@ def test_a_stage_skips_only_when_reads_writes_and_settings_are_as_its_last_succe
     write(spark, root, reads, ["a", "b"])
 
     def success(run_id: str, settings: dict | None = None) -> None:
-        before = state.current(spark, root)
+        run = StageRun("resolve")
+        before, unchanged = stage_inputs.compare(spark, root, run, state, force=True)
+        assert not unchanged and run.metrics[0][:2] == ("compare inputs with the last run", "unchanged")
         write(spark, root, writes, ["a"])  # what the stage writes
-        stage_inputs.record(
-            spark, root, "resolve", run_id, stage_inputs.after_run(before, spark, root, state, settings)
-        )
+        stage_inputs.record(spark, root, run_id, state, before, settings)
 
     def unchanged(current: StageState = state) -> str | None:
         return stage_inputs.unchanged_since(spark, root, "resolve", current.current(spark, root))
@@ -67,6 +68,9 @@ def test_the_code_digest_covers_the_sources_and_the_version(monkeypatch):
     digest = stage_inputs.code_digest("cdp_spark.identity")
     assert digest == stage_inputs.code_digest("cdp_spark.identity")
     assert digest != stage_inputs.code_digest("cdp_spark.gold")
+    # A module as well as a package: a change to either changes the digest.
+    both = stage_inputs.code_digest("cdp_spark.gold", "cdp_spark.features")
+    assert both not in (stage_inputs.code_digest("cdp_spark.gold"), stage_inputs.code_digest("cdp_spark.features"))
     monkeypatch.setattr(cdp_spark, "__version__", "99.0")
     assert stage_inputs.code_digest("cdp_spark.identity") != digest
 

@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cdp_spark import tables
+from cdp_spark import stage_inputs, tables
 from cdp_spark.config import ConfigError
 from cdp_spark.features import Facts, customer_features, default_as_of, record_activity, write_snapshots
 from cdp_spark.gold.households import households
@@ -16,6 +16,7 @@ from cdp_spark.gold.profiles import address_consent, consent_statements, golden_
 from cdp_spark.gold.survivorship import load_profiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
+from cdp_spark.stage_inputs import StageState
 
 
 def _comparable(df: DataFrame) -> DataFrame:
@@ -54,9 +55,36 @@ def _as_of(ctx: Context, facts: Facts) -> dt.date:
         raise ConfigError(f"--as-of {text!r}: expected a date YYYY-MM-DD") from None
 
 
+# What profiles reads (Facts, records, consent, engagement, hot values) and writes.
+PROFILE_READS = (
+    tables.CUSTOMER_RECORDS,
+    tables.IDENTITY_MAP,
+    tables.ORDERS,
+    tables.EVENTS,
+    tables.SUPPORT_TICKETS,
+    tables.EMAIL_ENGAGEMENT,
+    tables.CONSENT,
+    tables.HOT_IDENTIFIERS,
+)
+PROFILE_WRITES = (tables.ADDRESS_CONSENT, tables.CUSTOMER_PROFILE, tables.HOUSEHOLDS, tables.CUSTOMER_FEATURES)
+
+
 def run(ctx: Context, stage: StageRun) -> None:
     spark, root = ctx.spark, ctx.root
     config = load_profiles(ctx.config.files.profiles)
+    state = StageState(
+        "profiles",
+        reads=PROFILE_READS,
+        writes=PROFILE_WRITES,
+        settings={
+            "config": config.model_dump(mode="json"),
+            "as_of": getattr(ctx.args, "as_of", None),  # None: the latest data date, which the facts decide
+            "code": stage_inputs.code_digest("cdp_spark.gold", "cdp_spark.features"),
+        },
+    )
+    before, unchanged = stage_inputs.compare(spark, root, stage, state, getattr(ctx.args, "force", False))
+    if unchanged:
+        return
     with stage.step("read silver") as counts:
         facts = Facts.read(spark, root)
         records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
@@ -99,3 +127,4 @@ def run(ctx: Context, stage: StageRun) -> None:
         counts["rows"] = (
             tables.read(spark, root, tables.CUSTOMER_FEATURES).where(F.col("as_of") == F.lit(as_of)).count()
         )
+    stage_inputs.record(spark, root, stage.run_id, state, before)

@@ -118,16 +118,8 @@ def run(ctx: Context, stage: StageRun) -> None:
         writes=IDENTITY_TABLES,
         settings=resolve_settings(config, model, champion_version),
     )
-    with stage.step("compare inputs with the last run") as counts:
-        before = state.current(spark, root)
-        last = None if getattr(args, "force", False) else stage_inputs.unchanged_since(spark, root, "resolve", before)
-        counts["unchanged"] = int(last is not None)
-    if last is not None:
-        log.info(
-            "[resolve] silver, the identity config, model and code, and the identity tables are as run %s left "
-            "them: nothing to resolve (--force recomputes)",
-            last,
-        )
+    before, unchanged = stage_inputs.compare(spark, root, stage, state, getattr(args, "force", False))
+    if unchanged:
         return
     champion = None
     if champion_version is not None:
@@ -209,9 +201,7 @@ def run(ctx: Context, stage: StageRun) -> None:
             config.probabilistic.registered_model,
         )
     settings = resolve_settings(config, model, champion_version)
-    stage_inputs.record(
-        spark, root, "resolve", stage.run_id, stage_inputs.after_run(before, spark, root, state, settings)
-    )
+    stage_inputs.record(spark, root, stage.run_id, state, before, settings)
 
 
 def run_on_file(ctx: Context, stage: StageRun) -> None:
