@@ -13,7 +13,7 @@ import yaml
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
-from test_identity_model import email_model, silver_records
+from test_identity_model import PROBABILISTIC, email_model, silver_records
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError, load_config
@@ -308,3 +308,27 @@ def test_a_junk_email_many_share_fails_the_run_before_it_publishes_and_a_warning
         metrics = recorded(spark, root, run_id)
         assert metrics["cluster_size_max"] > 6 and metrics["verdict"] == 2.0
         assert metrics["drift:clusters_2"] < 0  # measured from the clean run
+
+
+@pytest.mark.slow
+def test_a_blocking_rule_that_pairs_nobody_moves_the_rule_shares_and_fails_the_run(spark, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = str(tmp_path / "lakehouse")
+    strict = {"max_rule_share_change": {"fail": 0.1}}
+    tables.overwrite(silver_records(spark), root, tables.CUSTOMER_RECORDS)
+    clean = run_stage("resolve", health_context(spark, tmp_path, strict, PROBABILISTIC)).run_id
+    published = identity_versions(spark, root)
+    assert recorded(spark, root, clean)["link_share:probabilistic"] == pytest.approx(8 / 12)  # and 4 email pairs
+
+    # The records have no phone: the only blocking rule finds no pair, the probabilistic links vanish.
+    broken = {**PROBABILISTIC, "blocking_rules": ["l.phone = r.phone"]}
+    with pytest.raises(health.IdentityHealthFailed) as failed:
+        run_stage("resolve", health_context(spark, tmp_path, strict, broken))
+    assert "max_rule_share_change: link_share_change_max 0.6667 is above fail 0.1" in str(failed.value)
+    assert identity_versions(spark, root) == published
+    runs = tables.read(spark, root, tables.IDENTITY_HEALTH).select("run_id").distinct().collect()
+    (run_id,) = [r.run_id for r in runs if r.run_id != clean]
+    after = recorded(spark, root, run_id)
+    assert after["drift:link_share:probabilistic"] == pytest.approx(-8 / 12)
+    assert after["drift:link_share:deterministic:email"] == pytest.approx(8 / 12)
+    assert (after["check:max_rule_share_change"], after["verdict"]) == (2.0, 2.0)
