@@ -24,6 +24,7 @@ from cdp_spark.identity.model_change import ModelChange
 from cdp_spark.identity.rules import HealthConfig, load_identity
 from cdp_spark.pipeline import Context, run_stage
 
+REPO = Path(__file__).resolve().parents[1]
 MAP_SCHEMA = "record_id string, cdp_id string"
 EDGE_SCHEMA = "src_record_id string, dst_record_id string, rule string, score double, identifier string, status string"
 
@@ -228,7 +229,7 @@ def test_the_report_section_names_the_breaches_and_charts_this_run_beside_the_la
     ],
 )
 def test_a_bad_health_threshold_is_an_error_naming_file_and_key(tmp_path, health_yaml, message):
-    shipped = yaml.safe_load(Path("conf/identity.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "conf" / "identity.yaml").read_text())
     path = tmp_path / "identity.yaml"
     path.write_text(yaml.safe_dump({**shipped, "health": health_yaml}))
     with pytest.raises(ConfigError) as err:
@@ -237,7 +238,7 @@ def test_a_bad_health_threshold_is_an_error_naming_file_and_key(tmp_path, health
 
 
 def test_the_shipped_health_section_is_the_default():
-    shipped = load_identity("conf/identity.yaml").health
+    shipped = load_identity(str(REPO / "conf" / "identity.yaml")).health
     assert shipped == HealthConfig()
 
 
