@@ -25,13 +25,25 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
+@dataclass(frozen=True)
+class ReportSection:
+    """What a stage adds to the run report besides its metrics: Markdown under ``title``, and images (file name ->
+    PNG bytes) the report writes beside itself and shows after the Markdown."""
+
+    title: str
+    markdown: str
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
 @dataclass
 class StageRun:
-    """Collects metrics of one stage run; ``step`` logs a line per step; ``save`` appends them to ops.run_metrics."""
+    """Collects metrics of one stage run; ``step`` logs a line per step; ``save`` appends them to ops.run_metrics.
+    ``sections``: what the stage adds to the run report."""
 
     stage: str
     run_id: str = field(default_factory=new_run_id)
     metrics: list[tuple[str, str, float | None]] = field(default_factory=list)
+    sections: list[ReportSection] = field(default_factory=list)
 
     def record(self, step: str, metric: str, value: float | int | None) -> None:
         self.metrics.append((step, metric, None if value is None else float(value)))

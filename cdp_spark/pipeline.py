@@ -123,13 +123,14 @@ STAGES: dict[str, Stage] = {
 PIPELINE = ["ingest", "standardize", "resolve", "profiles", "train", "score", "segment", "activate"]
 
 
-def run_stage(name: str, ctx: Context) -> StageRun:
+def run_stage(name: str, ctx: Context, run: StageRun | None = None) -> StageRun:
     """Run one stage and record its metrics in ops.run_metrics (generate has no lakehouse to record in).
 
-    A failed stage records what its steps counted too, with ``failed`` = 1 for the stage, then re-raises.
+    A failed stage records what its steps counted too, with ``failed`` = 1 for the stage, then re-raises (``run``:
+    the caller's, to report what a failed stage counted).
     """
     stage_fn = STAGES[name].load()
-    run = StageRun(stage=name)
+    run = run or StageRun(stage=name)
     if name == "generate":  # writes sample files, not the lakehouse
         stage_fn(ctx, run)
         return run
@@ -191,10 +192,11 @@ def _run_stages(ctx: Context, stages: list[str]) -> list[StageRun]:
     report = RunReport(run_id=new_run_id())
     runs: list[StageRun] = []
     for name in stages:
+        run = StageRun(stage=name)
         try:
-            runs.append(run_stage(name, ctx))
+            runs.append(run_stage(name, ctx, run))
         except Exception as exc:
-            report.add(StageOutcome(name, None, "failed", failure_reason(exc)))
+            report.add(StageOutcome(name, run, "failed", failure_reason(exc)))
             for later in stages[stages.index(name) + 1 :]:
                 report.add(StageOutcome(later, None, "not run"))
             path = report.write(ctx.config.reports_dir)

@@ -52,15 +52,27 @@ class RunReport:
             lines += ["", f"## {outcome.name}: {outcome.status}"]
             if outcome.error:
                 lines += ["", f"Error: `{redact(outcome.error)}`"]
-            if outcome.run is None or not outcome.run.metrics:
+            if outcome.run is None:
                 continue
-            lines += ["", "| step | metric | value |", "| --- | --- | ---: |"]
-            lines += [f"| {step} | {metric} | {_fmt(value)} |" for step, metric, value in outcome.run.metrics]
+            for section in outcome.run.sections:
+                lines += ["", f"### {section.title}", "", section.markdown.rstrip("\n")]
+                lines += ["", *(f"![{name}]({self.image_name(name)})" for name in section.images)]
+            if outcome.run.metrics:
+                lines += ["", "| step | metric | value |", "| --- | --- | ---: |"]
+                lines += [f"| {step} | {metric} | {_fmt(value)} |" for step, metric, value in outcome.run.metrics]
         return "\n".join(lines) + "\n"
+
+    def image_name(self, name: str) -> str:
+        """The file a section's image is written to, beside the report: one per run, so latest-run.md links too."""
+        return f"run-{self.run_id}-{name}"
 
     def write(self, reports_dir: str) -> Path:
         path = Path(reports_dir) / f"run-{self.run_id}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
+        for outcome in self.outcomes:
+            for section in outcome.run.sections if outcome.run else []:
+                for name, image in section.images.items():
+                    (path.parent / self.image_name(name)).write_bytes(image)
         path.write_text(self.markdown())
         (path.parent / "latest-run.md").write_text(self.markdown())
         return path

@@ -654,6 +654,21 @@ STAGE_INPUTS = Table(
     erased=False,
 )
 
+IDENTITY_HEALTH = Table(
+    "ops",
+    "identity_health",
+    schema(("run_id", STRING, False), ("metric", STRING, False), ("value", DOUBLE), ("recorded_at", TIMESTAMP, False)),
+    owner="resolve",
+    description=(
+        "Identity health of each resolve run, long format (`cdp_spark.identity.health`): cluster sizes, bridged "
+        "clusters, each rule's share of the links, level weights, new hot values, their drift from the last "
+        "successful run, and each check of conf/identity.yaml `health` (`check:<name>`, `verdict`: 0 ok, 1 warn, "
+        "2 fail). Written before the map is replaced, so a failed run's numbers are kept too. Counts and shares "
+        "only, naming nobody: kept by erasure."
+    ),
+    erased=False,
+)
+
 # Columns that say whose a row is, and the kind of identifier each holds (erasure finds a person's rows by them; a
 # column means the same in every table). ``identifier_type, identifier`` pairs (consent) hold emails and phones.
 IDENTIFYING_COLUMNS = {
@@ -706,6 +721,7 @@ CATALOG: tuple[Table, ...] = (
     INGEST_LOG,
     SILVER_LOG,
     STAGE_INPUTS,
+    IDENTITY_HEALTH,
 )
 _BY_NAME = {t.full_name: t for t in CATALOG if t.layer != "bronze"}
 # Every column name some entry declares personal (how a column no entry declares is judged: Table.is_personal).

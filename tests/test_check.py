@@ -165,6 +165,17 @@ def test_a_file_that_does_not_load_is_reported_with_the_mistakes_of_the_others(c
     ]
 
 
+def test_a_health_threshold_that_fails_before_it_warns_is_a_problem_of_its_check(conf):
+    edit(conf, "identity.yaml", "max_cluster_size: {warn: 40, fail: 200}", "max_cluster_size: {warn: 400, fail: 200}")
+    assert check_config(load_config(conf)) == [
+        Problem(
+            "conf/identity.yaml",
+            "health.max_cluster_size",
+            "Value error, warn 400 is above fail 200: a run would fail before it warns",
+        )
+    ]
+
+
 def test_a_file_pointed_elsewhere_with_set_is_the_one_checked(conf, tmp_path):
     elsewhere = tmp_path / "my_destinations.yaml"
     elsewhere.write_text((conf / "destinations.yaml").read_text().replace("[new_customers]", "[newcomers]"))

@@ -279,9 +279,12 @@ def expected_lines(name: str, spark, root: str) -> list[str]:  # noqa: ANN001
         store = f"sqlite:///{Path(root).parent / 'mlruns.db'}"  # the registry too: not the one another test set
         registry = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
         champion = registry.get_model_version_by_alias(identity.registered_model, "champion").version
+        largest = tables.read(spark, root, tables.IDENTITY_MAP).groupBy("cdp_id").count().agg({"count": "max"})
         return [
             f"{tables.read(spark, root, tables.CUSTOMER_PROFILE).count():,} golden profiles",
             f"identity model: {identity.registered_model} champion version {champion}, prior ",
+            # the one resolve of this lakehouse published its map: its health names that map's largest cluster
+            f": ok; largest cluster {largest.first()[0]} records, ",
         ]
     if name.startswith("02_"):
         return [f"champion models:/{load_models(str(REPO / 'conf' / 'models.yaml')).clv.registered_model}/"]

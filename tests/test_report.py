@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdp_spark.ops import StageRun
+from cdp_spark.ops import ReportSection, StageRun
 from cdp_spark.report import RunReport, StageOutcome
 
 
@@ -40,3 +40,17 @@ def test_error_shows_no_url_password_or_email():
     text = report.markdown()
     assert "Error: `cannot read postgresql://u:***@db/x for ***@example.com`" in text
     assert "s3cr3t-Pa55" not in text and "jane@example.com" not in text
+
+
+def test_a_stage_section_is_shown_with_its_images_written_beside_the_report_even_when_the_stage_failed(tmp_path):
+    run = StageRun(stage="resolve", run_id="s1")
+    run.record("identity health", "failures", 1)
+    run.sections.append(ReportSection("identity health", "Verdict: **failed**", {"chart.png": b"\x89PNG..."}))
+    report = RunReport(run_id="r1")
+    report.add(StageOutcome("resolve", run, "failed", "IdentityHealthFailed: max_cluster_size"))
+    text = report.markdown()
+    assert "### identity health\n\nVerdict: **failed**\n\n![chart.png](run-r1-chart.png)\n" in text
+    assert "| identity health | failures | 1 |" in text
+    report.write(str(tmp_path))
+    assert (tmp_path / "run-r1-chart.png").read_bytes() == b"\x89PNG..."
+    assert "(run-r1-chart.png)" in (tmp_path / "latest-run.md").read_text()

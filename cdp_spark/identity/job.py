@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from pyspark.sql import functions as F
 
 from cdp_spark import stage_inputs, tables, tracking
 from cdp_spark.config import ConfigError
-from cdp_spark.identity import registry
+from cdp_spark.identity import health, registry
 from cdp_spark.identity.evaluate import identity_metrics
+from cdp_spark.identity.health_report import health_section
 from cdp_spark.identity.model import FittedModel
-from cdp_spark.identity.resolve import resolve
+from cdp_spark.identity.resolve import ResolveResult, resolve
 from cdp_spark.identity.rules import IdentityConfig, load_identity
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun
@@ -98,6 +100,44 @@ def given_model(
     return model
 
 
+def last_health(spark: SparkSession, root: str) -> dict[str, float]:
+    """The health metrics of resolve's last successful run (it recorded its inputs); empty when there is none."""
+    if not (tables.exists(spark, root, tables.IDENTITY_HEALTH) and tables.exists(spark, root, tables.STAGE_INPUTS)):
+        return {}
+    succeeded = tables.read(spark, root, tables.STAGE_INPUTS).where(F.col("stage") == "resolve")
+    return health.last_successful(tables.read(spark, root, tables.IDENTITY_HEALTH), succeeded)
+
+
+def check_health(
+    spark: SparkSession,
+    root: str,
+    config: IdentityConfig,
+    result: ResolveResult,
+    identity_map: DataFrame,
+    guarded: DataFrame,
+    stage: StageRun,
+) -> list[health.Breach]:
+    """Measure this run's identity health against the last successful run, record the metrics and the checks'
+    verdicts in ops.identity_health (a run about to fail too), add the report's section; return the breaches.
+
+    Read before resolve replaces them: silver.hot_identifiers is still the last run's.
+    """
+    previous = last_health(spark, root)
+    previous_guarded = (
+        tables.read(spark, root, tables.HOT_IDENTIFIERS) if tables.exists(spark, root, tables.HOT_IDENTIFIERS) else None
+    )
+    metrics = health.health_metrics(
+        identity_map, result.edges, guarded, previous_guarded, result.model, result.model_change, previous
+    )
+    found = health.breaches(metrics, config.health)
+    metrics.update(health.check_metrics(metrics, config.health, found))
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [(stage.run_id, name, float(value), now) for name, value in sorted(metrics.items())]
+    tables.append(spark.createDataFrame(rows, tables.IDENTITY_HEALTH.schema), root, tables.IDENTITY_HEALTH)
+    stage.sections.append(health_section(metrics, previous, found))
+    return found
+
+
 def run(ctx: Context, stage: StageRun) -> None:
     args = ctx.args
     if getattr(args, "records", None):
@@ -144,6 +184,23 @@ def run(ctx: Context, stage: StageRun) -> None:
         identity_map = result.identity_map.checkpoint()
         row = identity_map.agg(F.count("*").alias("vertices"), F.countDistinct("cdp_id").alias("cdp_ids")).first()
         counts["vertices"], counts["cdp_ids"] = row["vertices"], row["cdp_ids"]
+    # Hashed: the table is read by people and other stages, and a hot phone can still be someone's.
+    guarded = result.guarded_values.select(
+        "identifier",
+        F.sha2("value", 256).alias("value_hash"),
+        "records",
+        "reason",
+        F.lit(stage.run_id).alias("run_id"),
+    ).checkpoint()
+    with stage.step("identity health") as counts:
+        found = check_health(spark, root, config, result, identity_map, guarded, stage)
+        counts["warnings"] = sum(b.level == health.WARN for b in found)
+        counts["failures"] = sum(b.level == health.FAIL for b in found)
+    for breach in found:
+        if breach.level == health.WARN:
+            log.warning("[resolve] identity health: %s", breach)
+    if any(b.level == health.FAIL for b in found):
+        raise health.IdentityHealthFailed(found)  # before any identity table changes: a bad run publishes nothing
     with stage.step("write identity tables") as counts:
         # result.edges is materialized (clustering checkpointed it): counted and written without recomputation.
         edges = result.edges.withColumn("run_id", F.lit(stage.run_id))
@@ -167,16 +224,8 @@ def run(ctx: Context, stage: StageRun) -> None:
         counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP)
         if counts["map_changed"]:
             tables.overwrite(edges, root, tables.IDENTITY_EDGES)
-        # Hashed: the table is read by people and other stages, and a hot phone can still be someone's.
-        guarded = result.guarded_values.select(
-            "identifier",
-            F.sha2("value", 256).alias("value_hash"),
-            "records",
-            "reason",
-            F.lit(stage.run_id).alias("run_id"),
-        )
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
-        counts["guarded_values"] = result.guarded_values.count()
+        counts["guarded_values"] = guarded.count()
         counts["oversized_components"] = result.offending.count()
     if result.trained is not None and tracker is not None:
         with stage.step("register identity model") as counts:

@@ -1,5 +1,5 @@
 """Identity rules as data (`conf/identity.yaml`): identifiers, limits, blocked and hot values, probabilistic
-matching (blocking rules, comparisons, training knobs), clustering."""
+matching (blocking rules, comparisons, training knobs), clustering, and the health checks of each run."""
 
 from __future__ import annotations
 
@@ -99,6 +99,53 @@ class ClusteringConfig(Strict):
     max_component_size: int = Field(50, gt=1)
 
 
+class Threshold(Strict):
+    """The limits of one health check: above ``warn`` the run logs a warning and records it; above ``fail`` resolve
+    stops before it publishes the identity map. Either may be left out, not both."""
+
+    warn: float | None = Field(None, ge=0)
+    fail: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.warn is None and self.fail is None:
+            raise ValueError("give warn, fail or both (or null to turn the check off)")
+        if self.warn is not None and self.fail is not None and self.warn > self.fail:
+            raise ValueError(f"warn {self.warn:g} is above fail {self.fail:g}: a run would fail before it warns")
+        return self
+
+
+class HealthConfig(Strict):
+    """Health checks of every resolve run, without labels (:mod:`cdp_spark.identity.health`); null turns one off.
+
+    The defaults pass the generated sample; a check whose metric a run cannot know (a drift on the first run) is
+    skipped.
+    """
+
+    max_cluster_size: Threshold | None = Field(
+        Threshold(warn=40, fail=200), description="records in the largest cluster (metric cluster_size_max)"
+    )
+    max_share_in_large_clusters: Threshold | None = Field(
+        Threshold(warn=0.01, fail=0.05),
+        description="share of the records in clusters of more than 20 records (metric records_share_over_20)",
+    )
+    max_bridged_share: Threshold | None = Field(
+        Threshold(warn=0.5),
+        description="share of the clusters of 3+ records held together by single links (metric bridged_share)",
+    )
+    max_rule_share_change: Threshold | None = Field(
+        Threshold(warn=0.1, fail=0.3),
+        description="largest change of a rule's share of the links since the last run (metric link_share_change_max)",
+    )
+    max_weight_change: Threshold | None = Field(
+        Threshold(warn=2.0),
+        description="bits: largest change of a level's match weight from the last accepted model (weight_change_max)",
+    )
+    max_new_hot_values: Threshold | None = Field(
+        Threshold(warn=10), description="values guarded as hot that the last run did not guard (hot_values_new)"
+    )
+
+
 class IdentityConfig(Strict):
     record_id: str = "record_id"
     identifiers: list[IdentifierRule] = Field(default_factory=list)
@@ -106,6 +153,7 @@ class IdentityConfig(Strict):
     facts: list[FactIdentifiers] = Field(default_factory=list)
     probabilistic: ProbabilisticConfig | None = None
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> IdentityConfig:
