@@ -71,6 +71,17 @@ def lakehouse(tmp_path) -> LakehouseConfig:
     return LakehouseConfig(root=str(tmp_path / "lakehouse"))
 
 
+def identity_overrides(tmp_path: Path, lakehouse: str = "lakehouse") -> list[str]:
+    """The ``--set`` overrides of a resolve-stage test: a lakehouse, ``identity.yaml`` and an MLflow store under
+    ``tmp_path`` (the test writes the yaml)."""
+    return [
+        f"lakehouse.root={tmp_path / lakehouse}",
+        f"files.identity={tmp_path / 'identity.yaml'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
+    ]
+
+
 @pytest.fixture
 def tracker(tmp_path, monkeypatch) -> tracking.Tracking:
     """A fresh MLflow store and registry in a temp folder (never the repo's mlruns.db)."""

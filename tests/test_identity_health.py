@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 from chispa import assert_df_equality
-from delta.tables import DeltaTable
+from conftest import identity_overrides
 from pyspark.sql import functions as F
-from test_identity_model import PROBABILISTIC, email_model, silver_records
+from test_identity_model import PROBABILISTIC, email_model, identity_versions, silver_records
 
 from cdp_spark import tables
 from cdp_spark.config import ConfigError, load_config
 from cdp_spark.identity import health
-from cdp_spark.identity import job as identity_job
 from cdp_spark.identity.health_report import CHART, health_section
 from cdp_spark.identity.model_change import ModelChange
 from cdp_spark.identity.rules import HealthConfig, load_identity
@@ -256,23 +255,12 @@ def health_context(spark, tmp_path: Path, health_yaml: dict, probabilistic: dict
     if probabilistic is not None:
         identity["probabilistic"] = probabilistic
     (tmp_path / "identity.yaml").write_text(yaml.safe_dump(identity))
-    overrides = [
-        f"lakehouse.root={tmp_path / 'lakehouse'}",
-        f"files.identity={tmp_path / 'identity.yaml'}",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-        f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
-    ]
-    return Context(load_config("conf", None, overrides), argparse.Namespace(), _spark=spark)
+    return Context(load_config("conf", None, identity_overrides(tmp_path)), argparse.Namespace(), _spark=spark)
 
 
 def recorded(spark, root: str, run_id: str) -> dict[str, float]:
     rows = tables.read(spark, root, tables.IDENTITY_HEALTH).where(F.col("run_id") == run_id).collect()
     return {r.metric: r.value for r in rows}
-
-
-def identity_versions(spark, root: str) -> dict[str, int]:
-    written = (*identity_job.IDENTITY_TABLES, tables.STAGE_INPUTS)
-    return {t.name: DeltaTable.forPath(spark, t.path(root)).history(1).first()["version"] for t in written}
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from chispa import assert_df_equality
+from conftest import identity_overrides
 from delta.tables import DeltaTable
 from pydantic import ValidationError
 from pyspark.sql import functions as F
@@ -224,12 +225,7 @@ def resolve_context(
 ) -> Context:
     identity = {"record_id": "record_id", "probabilistic": {**PROBABILISTIC, **probabilistic}}
     (tmp_path / "identity.yaml").write_text(yaml.safe_dump(identity))
-    overrides = [
-        f"lakehouse.root={tmp_path / lakehouse}",
-        f"files.identity={tmp_path / 'identity.yaml'}",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-        f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
-    ]
+    overrides = identity_overrides(tmp_path, lakehouse)
     return Context(load_config("conf", None, overrides), argparse.Namespace(model=model, force=force), _spark=spark)
 
 
