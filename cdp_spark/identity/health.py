@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from cdp_spark.identity.model import FittedModel
@@ -56,16 +56,24 @@ def cluster_metrics(identity_map: DataFrame) -> dict[str, float]:
 
     In: ``record_id, cdp_id``. One aggregate over the clusters reaches the driver.
     """
-    sizes = identity_map.groupBy("cdp_id").agg(F.count(F.lit(1)).alias("size"))
-    size = F.col("size")
-    row = sizes.agg(
+    sizes = identity_map.groupBy("cdp_id").agg(F.count(F.lit(1)).alias("records"))
+    return _size_metrics(sizes.agg(*_size_columns()).first())
+
+
+def _size_columns() -> list[F.Column]:
+    """The aggregates of :func:`_size_metrics` over clusters (a ``records`` column: the cluster's size)."""
+    size = F.col("records")
+    return [
         F.sum(size).alias("records"),
         F.count(F.lit(1)).alias("cdp_ids"),
         F.max(size).alias("cluster_size_max"),
         F.percentile(size, 0.99).alias("cluster_size_p99"),
         F.sum(F.when(size > LARGE, size).otherwise(0)).alias("over_large"),
         *[F.count_if(_bucket(size, low, high)).alias(f"clusters_{label}") for label, low, high in BUCKETS],
-    ).first()
+    ]
+
+
+def _size_metrics(row: Row) -> dict[str, float]:
     clusters, records = row["cdp_ids"], row["records"] or 0
     metrics = {
         "records": float(records),
@@ -119,11 +127,14 @@ def cluster_links(identity_map: DataFrame, edges: DataFrame) -> DataFrame:
 
 def bridge_metrics(identity_map: DataFrame, edges: DataFrame) -> dict[str, float]:
     """``bridged_clusters`` and ``bridged_share`` (of the clusters of 3+ records): see :func:`cluster_links`."""
-    row = (
-        cluster_links(identity_map, edges)
-        .agg(F.count_if("bridged").alias("bridged"), F.count_if(F.col("records") >= 3).alias("of"))
-        .first()
-    )
+    return _bridge_metrics(cluster_links(identity_map, edges).agg(*_bridge_columns()).first())
+
+
+def _bridge_columns() -> list[F.Column]:
+    return [F.count_if("bridged").alias("bridged"), F.count_if(F.col("records") >= 3).alias("of")]
+
+
+def _bridge_metrics(row: Row) -> dict[str, float]:
     return {
         "bridged_clusters": float(row["bridged"]),
         "bridged_share": row["bridged"] / row["of"] if row["of"] else 0.0,
@@ -200,9 +211,11 @@ def health_metrics(
 ) -> dict[str, float]:
     """Every metric of one run (the module's list but the checks), against the last successful run's ``previous``
     metrics (empty on a first run). In: as :func:`cluster_links`, :func:`hot_value_metrics`."""
+    # Sizes and bridges in one pass over the clusters (one shuffle of the map, one action).
+    row = cluster_links(identity_map, edges).agg(*_size_columns(), *_bridge_columns()).first()
     metrics = {
-        **cluster_metrics(identity_map),
-        **bridge_metrics(identity_map, edges),
+        **_size_metrics(row),
+        **_bridge_metrics(row),
         **link_metrics(edges),
         **hot_value_metrics(guarded, previous_guarded),
         **model_metrics(model, change, previous),
