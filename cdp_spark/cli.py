@@ -50,6 +50,7 @@ def _stage_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             help="score with a trained identity model instead of training one: a registered model NAME (its champion), "
             "NAME@alias, models:/NAME/<version>, or the path of a model JSON written by resolve",
         )
+        _full(parser)
     elif name == "evaluate":
         parser.add_argument("what", nargs="?", default="identity", choices=["identity"])
         parser.add_argument(
@@ -81,7 +82,16 @@ def _force(parser: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help=f"{' and '.join(SKIPPING)} recompute even when their inputs, config, code and own tables are as their "
-        "last successful run left them (they skip then)",
+        "last successful run left them (they skip then); resolve recomputes everything, as with --full",
+    )
+
+
+def _full(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="resolve every record again and retrain the identity model (default: only the records new, changed or "
+        "removed since the last successful resolve, and what they link to, scored by the model that run used)",
     )
 
 
@@ -105,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="start at this stage (default: ingest)")
     run_parser.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage (default: activate)")
     _force(run_parser)
+    _full(run_parser)
     check_parser = sub.add_parser("check", help="validate every config file and their cross-references, without Spark")
     _common(check_parser)
     return parser

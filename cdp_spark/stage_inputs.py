@@ -99,17 +99,32 @@ def fingerprint(state: dict) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def unchanged_since(spark: SparkSession, root: str, stage: str, state: dict) -> str | None:
-    """The run id of ``stage``'s last successful run when it left exactly ``state``; None otherwise (or never run)."""
+def normalized(value: object) -> object:
+    """``value`` as it reads back from its JSON record (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _last_row(spark: SparkSession, root: str, stage: str):  # noqa: ANN202 - a Row or None
     if not tables.exists(spark, root, tables.STAGE_INPUTS):
         return None
-    last = (
+    return (
         tables.read(spark, root, tables.STAGE_INPUTS)
         .where(F.col("stage") == stage)
         .orderBy(F.col("recorded_at").desc(), F.col("run_id").desc())
-        .select("run_id", "fingerprint")
+        .select("run_id", "fingerprint", "state")
         .first()
     )
+
+
+def last_state(spark: SparkSession, root: str, stage: str) -> tuple[str, dict] | None:
+    """The run id and the recorded state (``tables``, ``settings``) of ``stage``'s last successful run, or None."""
+    last = _last_row(spark, root, stage)
+    return None if last is None else (last["run_id"], json.loads(last["state"]))
+
+
+def unchanged_since(spark: SparkSession, root: str, stage: str, state: dict) -> str | None:
+    """The run id of ``stage``'s last successful run when it left exactly ``state``; None otherwise (or never run)."""
+    last = _last_row(spark, root, stage)
     return last["run_id"] if last is not None and last["fingerprint"] == fingerprint(state) else None
 
 

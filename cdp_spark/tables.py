@@ -311,6 +311,19 @@ IDENTITY_LINEAGE = Table(
     owner="resolve",
     description="How cdp_ids came and went: `event` `created`/`merged`/`split`/`retired`, with the ids before.",
 )
+IDENTITY_STATE = Table(
+    "silver",
+    "identity_state",
+    schema(("record_id", STRING), ("record_hash", LONG), ("raw_component", LONG), ("run_id", STRING)),
+    keys=("record_id",),
+    owner="resolve",
+    personal_columns=frozenset({"record_id", "record_hash"}),
+    description=(
+        "What an incremental resolve starts from (`cdp_spark.identity.incremental`): per vertex (record or "
+        "anonymous record) a 64-bit hash of the columns identity reads, and a 64-bit hash naming its component "
+        "before the guards split any (`raw_component`)."
+    ),
+)
 HOT_IDENTIFIERS = Table(
     "silver",
     "hot_identifiers",
@@ -704,6 +717,7 @@ CATALOG: tuple[Table, ...] = (
     IDENTITY_EDGES,
     IDENTITY_MAP,
     IDENTITY_LINEAGE,
+    IDENTITY_STATE,
     HOT_IDENTIFIERS,
     ERASURE_SUPPRESSION,
     CUSTOMER_PROFILE,

@@ -112,7 +112,7 @@ def test_oversized_component_is_split_at_its_weakest_probabilistic_edge(spark):
     )
     values = spark.createDataFrame([], "record_id string, identifier string, value string")
     cfg = config(clustering=ClusteringConfig(max_component_size=4, max_iterations=20).model_dump())
-    components, status, offending = cluster(records, edges, values, cfg)
+    components, status, offending, raw = cluster(records, edges, values, cfg)
     expected = spark.createDataFrame(
         [("a", "a"), ("b", "a"), ("c", "a"), ("d", "d"), ("e", "d"), ("f", "d"), ("g", "d")],
         "record_id string, component_id string",
@@ -121,6 +121,8 @@ def test_oversized_component_is_split_at_its_weakest_probabilistic_edge(spark):
     refused = [(r["src_record_id"], r["status"]) for r in status.where("status != 'accepted'").collect()]
     assert refused == [("d", "refused:size")]
     assert offending.count() == 0
+    # Before the guard split it, one component: what an incremental run re-resolves whole.
+    assert raw.count() == 7 and raw.select("raw_component").distinct().count() == 1
 
 
 def test_component_that_stays_oversized_is_reported(spark):
@@ -133,7 +135,7 @@ def test_component_that_stays_oversized_is_reported(spark):
     cfg = config(
         identifiers=[{"name": "email", "column": "email", "priority": 1}], clustering={"max_component_size": 2}
     )
-    components, _, offending = cluster(records, edges, values, cfg, max_rounds=3)
+    components, _, offending, _ = cluster(records, edges, values, cfg, max_rounds=3)
     # Deterministic edges of the only type are removed as the weakest; the component splits rather than hides.
     assert {r["component_id"] for r in components.collect()} == {"a", "b", "c"}
     assert offending.count() == 0

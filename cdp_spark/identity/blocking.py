@@ -43,12 +43,15 @@ def require_columns(records: DataFrame, id_col: str, columns: list[str]) -> None
         raise ConfigError("a record column named 'id' clashes with the pair columns id_l/id_r; rename it")
 
 
-def candidate_pairs(records: DataFrame, config: ProbabilisticConfig, id_col: str) -> DataFrame:
+def candidate_pairs(
+    records: DataFrame, config: ProbabilisticConfig, id_col: str, involving: DataFrame | None = None
+) -> DataFrame:
     """Pairs of records that satisfy at least one blocking rule, each pair once with ``id_l < id_r``.
 
     In: ``id_col`` and the columns the comparisons and rules name. Out: ``id_l, id_r``,
     ``<column>_l, <column>_r`` for each of those columns, and ``blocked_by`` (bit i set when the pair
-    satisfies rule i). Each rule is an equi-join on its equality
+    satisfies rule i). ``involving`` (``record_id``): only the pairs with at least one of these records (an
+    incremental run's new and changed records against all), each still once. Each rule is an equi-join on its equality
     terms plus a filter for the rest; a pair an earlier rule already produced is filtered out of the
     later ones (cheaper than a distinct over all pairs, which would shuffle them all again).
     """
@@ -56,6 +59,10 @@ def candidate_pairs(records: DataFrame, config: ProbabilisticConfig, id_col: str
     columns = pair_columns(config, parsed)
     require_columns(records, id_col, columns)
     left, right = record_side(records, id_col, columns, "l"), record_side(records, id_col, columns, "r")
+    if involving is not None:
+        ids = involving.select(F.col("record_id").cast("string").alias("_id")).distinct()
+        left = left.join(ids.select(F.col("_id").alias("id_l"), F.lit(True).alias("_in_l")), "id_l", "left")
+        right = right.join(ids.select(F.col("_id").alias("id_r"), F.lit(True).alias("_in_r")), "id_r", "left")
     earlier: list[str] = []
     parts = []
     for rule in parsed:
@@ -68,7 +75,14 @@ def candidate_pairs(records: DataFrame, config: ProbabilisticConfig, id_col: str
                     keep = keep & F.expr(to_pair_columns(condition))
                 for condition in earlier:
                     keep = keep & ~F.coalesce(F.expr(condition), F.lit(False))
-                parts.append(left.join(right, variant.join_keys(), "inner").where(keep))
+                if involving is None:
+                    parts.append(left.join(right, variant.join_keys(), "inner").where(keep))
+                else:  # the left record involved, or else the right one: each pair once
+                    involved_l, involved_r = F.col("_in_l").isNotNull(), F.col("_in_r").isNotNull()
+                    parts.append(left.where(involved_l).join(right, variant.join_keys(), "inner").where(keep))
+                    parts.append(
+                        left.where(~involved_l).join(right.where(involved_r), variant.join_keys(), "inner").where(keep)
+                    )
             except (AnalysisException, ParseException) as exc:
                 raise ConfigError(f"blocking rule {rule.text!r}: {str(exc).splitlines()[0]}") from None
             earlier.append(variant.condition())

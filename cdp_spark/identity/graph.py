@@ -83,17 +83,20 @@ def offending_components(components: DataFrame, values: DataFrame, config: Ident
 
 def cluster(
     records: DataFrame, edges: DataFrame, values: DataFrame, config: IdentityConfig, max_rounds: int = 10
-) -> tuple[DataFrame, DataFrame, DataFrame]:
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
     """Cluster records, then split components that break an identifier limit or the size limit.
 
     In: records ``record_id``; edges ``src_record_id, dst_record_id, rule, score, identifier``; values
     ``record_id, identifier, value``. Out: (``record_id, component_id``; edges with ``status``
-    ``accepted`` or ``refused:<reason>``; still-offending ``component_id, reason``).
+    ``accepted`` or ``refused:<reason>``; still-offending ``component_id, reason``; the components before the
+    guards, ``record_id, raw_component``, a 64-bit hash of its smallest record id: what the guards decide on,
+    so the unit an incremental run re-resolves whole).
     """
     # The edges are a lazy plan (identifier self-joins, pair scoring): materialize them once, before the
     # components read them, instead of computing them for the algorithm and again for the guards.
     edges = edges.withColumn("_priority", _edge_priority(config)).withColumn("status", F.lit("accepted")).checkpoint()
     components = connected_components(records, edges, config.clustering).checkpoint()
+    raw = components.select("record_id", F.xxhash64("component_id").alias("raw_component"))
     offending = offending_components(components, values, config).checkpoint()
     for round_number in range(1, max_rounds + 1):
         n_offending = offending.count()
@@ -137,4 +140,4 @@ def cluster(
         offending = offending_components(
             components.join(recomputed.select("component_id").distinct(), "component_id", "left_semi"), values, config
         ).checkpoint()
-    return components, edges.drop("_priority"), offending
+    return components, edges.drop("_priority"), offending, raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
@@ -15,14 +16,14 @@ from pyspark.sql import functions as F
 
 from cdp_spark import stage_inputs, tables, tracking
 from cdp_spark.config import ConfigError
-from cdp_spark.identity import health, registry
+from cdp_spark.identity import health, incremental, registry
 from cdp_spark.identity.evaluate import identity_metrics
 from cdp_spark.identity.health_report import health_section
 from cdp_spark.identity.model import FittedModel
-from cdp_spark.identity.resolve import ResolveResult, resolve
+from cdp_spark.identity.resolve import IdentityValues, ResolveResult, identity_values, resolve
 from cdp_spark.identity.rules import IdentityConfig, load_identity
 from cdp_spark.lakefiles import LakeFiles
-from cdp_spark.ops import StageRun
+from cdp_spark.ops import StageRun, progress
 from cdp_spark.pipeline import Context
 from cdp_spark.stage_inputs import StageState
 
@@ -62,7 +63,13 @@ def _write_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
 
 
 # What resolve writes (its own output, and the map it starts from).
-IDENTITY_TABLES = (tables.IDENTITY_MAP, tables.IDENTITY_EDGES, tables.IDENTITY_LINEAGE, tables.HOT_IDENTIFIERS)
+IDENTITY_TABLES = (
+    tables.IDENTITY_MAP,
+    tables.IDENTITY_EDGES,
+    tables.IDENTITY_LINEAGE,
+    tables.HOT_IDENTIFIERS,
+    tables.IDENTITY_STATE,
+)
 
 
 def resolve_settings(config: IdentityConfig, model: FittedModel | None, champion_version: str | None) -> dict:
@@ -98,6 +105,30 @@ def given_model(
     model = registry.load_model(ref, config.probabilistic, source, LakeFiles(ctx.spark), tracker)
     log.info("[resolve] probabilistic model from %s (not trained)", ref)
     return model
+
+
+def why_full(
+    spark: SparkSession, root: str, state: StageState, before: dict, full: bool, scoring: FittedModel | None
+) -> str | None:
+    """Why this run must resolve everyone, or None when it can continue the last successful run incrementally:
+    same identity config, code and model (the one given, or the champion that scored that run), and its own
+    tables as that run left them (an erasure or a restore since: full)."""
+    if full:
+        return "--full (or --force)"
+    last = stage_inputs.last_state(spark, root, state.stage)
+    if last is None:
+        return "no successful resolve to continue"
+    run_id, recorded = last
+    if stage_inputs.normalized(recorded["settings"]) != stage_inputs.normalized(before["settings"]):
+        return f"the identity config, code or model changed since run {run_id}"
+    own = [t.full_name for t in state.writes]
+    if any(recorded["tables"].get(name) != before["tables"].get(name) for name in own):
+        return f"identity tables changed since run {run_id} (an erasure or a restore)"
+    if not tables.exists(spark, root, tables.IDENTITY_STATE) or not tables.exists(spark, root, tables.IDENTITY_MAP):
+        return f"run {run_id} left no identity state"
+    if state.settings["config"].get("probabilistic") is not None and scoring is None:
+        return "no model to score with"
+    return None
 
 
 def last_health(spark: SparkSession, root: str) -> dict[str, float]:
@@ -158,12 +189,18 @@ def run(ctx: Context, stage: StageRun) -> None:
         writes=IDENTITY_TABLES,
         settings=resolve_settings(config, model, champion_version),
     )
-    before, unchanged = stage_inputs.compare(spark, root, stage, state, getattr(args, "force", False))
+    rebuild = getattr(args, "full", False) or getattr(args, "force", False)
+    before, unchanged = stage_inputs.compare(spark, root, stage, state, rebuild)
     if unchanged:
         return
     champion = None
     if champion_version is not None:
         champion_version, champion = registry.champion(tracker, config.probabilistic)
+    full = why_full(spark, root, state, before, rebuild, model or champion)
+    if full is None:
+        log.info("[resolve] incremental: new, changed and removed records against the last run's graph")
+    else:
+        log.info("[resolve] full: %s", full)
     with stage.step("read silver") as counts:
         records = tables.read(spark, root, tables.CUSTOMER_RECORDS)
         facts = {
@@ -178,12 +215,29 @@ def run(ctx: Context, stage: StageRun) -> None:
         )
         counts["records"] = records.count()
     with stage.step("resolve") as counts:
-        result = resolve(
-            spark, records, config, previous, facts, run_id=stage.run_id, model=model, compare_with=champion
-        )
+        values = identity_values(records, config, facts)
+        hashes = incremental.vertex_hashes(values, config)
+        counts["incremental"] = int(full is None)
+        if full is None:
+            result, identity_state = resolve_incremental(spark, root, config, values, hashes, model or champion, stage)
+            counts["dirty_vertices"], counts["resolved_vertices"] = result.dirty, result.resolved
+        else:
+            result = resolve(
+                spark,
+                records,
+                config,
+                previous,
+                facts,
+                run_id=stage.run_id,
+                model=model,
+                compare_with=champion,
+                values=values,
+            )
+            identity_state = incremental.state_rows(hashes, result.raw_components)
         identity_map = result.identity_map.checkpoint()
         row = identity_map.agg(F.count("*").alias("vertices"), F.countDistinct("cdp_id").alias("cdp_ids")).first()
         counts["vertices"], counts["cdp_ids"] = row["vertices"], row["cdp_ids"]
+        identity_state = identity_state.withColumn("run_id", F.lit(stage.run_id)).checkpoint()
     # Hashed: the table is read by people and other stages, and a hot phone can still be someone's.
     guarded = result.guarded_values.select(
         "identifier",
@@ -225,6 +279,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         if counts["map_changed"]:
             tables.overwrite(edges, root, tables.IDENTITY_EDGES)
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
+        tables.overwrite(identity_state, root, tables.IDENTITY_STATE)
         counts["guarded_values"] = guarded.count()
         counts["oversized_components"] = result.offending.count()
     if result.trained is not None and tracker is not None:
@@ -251,6 +306,75 @@ def run(ctx: Context, stage: StageRun) -> None:
         )
     settings = resolve_settings(config, model, champion_version)
     stage_inputs.record(spark, root, stage.run_id, state, before, settings)
+
+
+@dataclass
+class IncrementalResult(ResolveResult):
+    dirty: int = 0  # vertices new, changed or gone since the last run
+    resolved: int = 0  # vertices re-resolved (the scope)
+
+
+def resolve_incremental(
+    spark: SparkSession,
+    root: str,
+    config: IdentityConfig,
+    values: IdentityValues,
+    hashes: DataFrame,
+    scoring: FittedModel | None,
+    stage: StageRun,
+) -> tuple[IncrementalResult, DataFrame]:
+    """Re-resolve what changed since the last run (:mod:`cdp_spark.identity.incremental`) and merge it into the
+    last run's map, edges and state: the whole new map and edges (``identity_map``, ``edges``; the lineage and the
+    offending components of the scope only) and the new state (without run id)."""
+    previous_map = tables.read(spark, root, tables.IDENTITY_MAP)
+    previous_state = tables.read(spark, root, tables.IDENTITY_STATE)
+    previous_guarded = (
+        tables.read(spark, root, tables.HOT_IDENTIFIERS) if tables.exists(spark, root, tables.HOT_IDENTIFIERS) else None
+    )
+    hashes = hashes.checkpoint()
+    with progress("[resolve] incremental scope (new and changed records, what they reach)"):
+        scope, dirty = incremental.scope(
+            values,
+            hashes,
+            config,
+            previous_state,
+            previous_map.select("record_id", "cdp_id"),
+            previous_guarded,
+            scoring,
+        )
+        replaced = scope.record_ids.unionByName(dirty).distinct().checkpoint()
+        n_dirty, n_scope = dirty.count(), scope.record_ids.count()
+    log.info("[resolve] incremental: %d vertices new, changed or gone; re-resolving %d", n_dirty, n_scope)
+    scoped = resolve(
+        spark,
+        values.records,
+        config,
+        previous_map.select("record_id", "cdp_id"),
+        run_id=stage.run_id,
+        model=scoring,
+        values=values,
+        scope=scope,
+    )
+    edges = (
+        tables.read(spark, root, tables.IDENTITY_EDGES)
+        .drop("run_id")
+        .join(replaced.select(F.col("record_id").alias("src_record_id")), "src_record_id", "left_anti")
+        .join(replaced.select(F.col("record_id").alias("dst_record_id")), "dst_record_id", "left_anti")
+        .unionByName(scoped.edges)
+    )
+    state = incremental.merged(
+        previous_state.drop("run_id"),
+        replaced,
+        incremental.state_rows(hashes.join(scope.record_ids, "record_id", "left_semi"), scoped.raw_components),
+    )
+    result = IncrementalResult(
+        **{f.name: getattr(scoped, f.name) for f in fields(ResolveResult)},
+        dirty=n_dirty,
+        resolved=n_scope,
+    )
+    result.identity_map = incremental.merged(previous_map, replaced, scoped.identity_map)
+    result.edges = edges.select(*scoped.edges.columns).checkpoint()
+    return result, state
 
 
 def run_on_file(ctx: Context, stage: StageRun) -> None:

@@ -28,6 +28,7 @@ EDGE_COLUMNS = ["src_record_id", "dst_record_id", "rule", "score", "identifier"]
 @dataclass
 class ResolveResult:
     identity_map: DataFrame  # record_id, cdp_id, component_size
+    raw_components: DataFrame  # record_id, raw_component: the components before the guards split any
     edges: DataFrame  # src_record_id, dst_record_id, rule, score, identifier, status
     guarded_values: DataFrame  # identifier, value, records, reason
     lineage: DataFrame  # cdp_id, event, previous_cdp_ids, records
@@ -81,21 +82,27 @@ def probabilistic_edges(
     return edges, model, trained, vectors, change
 
 
-def resolve(
-    spark: SparkSession,
-    records: DataFrame,
-    config: IdentityConfig,
-    previous_map: DataFrame | None = None,
-    facts: dict[str, DataFrame] | None = None,
-    run_id: str = "adhoc",
-    model: FittedModel | None = None,
-    compare_with: FittedModel | None = None,
-) -> ResolveResult:
-    """Resolve ``records`` (any schema: the columns are named in ``config``) into stable cdp_ids.
+@dataclass(frozen=True)
+class IdentityValues:
+    """Every vertex's identifier values (records' and anonymous records' from facts), checkpointed, and the guard's
+    verdict on each value, which the whole population decides (a value is hot by how many records share it)."""
 
-    ``model``: score the probabilistic pairs with this fitted model instead of training one (train once, resolve
-    many). ``compare_with``: compare the model this run trains with this one (the champion) on the same pairs.
-    """
+    records: DataFrame  # the records, their id cast to string
+    values: DataFrame  # record_id, identifier, value
+    anonymous: DataFrame | None  # record_id, identifier, value of the anonymous records only
+    usable: DataFrame  # record_id, identifier, value not guarded
+    guarded: DataFrame  # identifier, value, records, reason
+
+    def vertices(self, record_id: str) -> DataFrame:
+        """``record_id`` of every vertex: the records and the anonymous records."""
+        vertices = self.records.select(F.col(record_id).alias("record_id"))
+        if self.anonymous is not None:
+            vertices = vertices.unionByName(self.anonymous.select("record_id")).distinct()
+        return vertices
+
+
+def identity_values(records: DataFrame, config: IdentityConfig, facts: dict[str, DataFrame] | None) -> IdentityValues:
+    """The identifier values of ``records`` and of the anonymous records ``facts`` give, and the guard's verdicts."""
     missing = [r.column for r in config.identifiers if r.column and r.column not in records.columns]
     if config.record_id not in records.columns:
         missing.insert(0, config.record_id)
@@ -109,6 +116,51 @@ def resolve(
     with progress("[resolve] identifier values"):
         values = values.checkpoint()
     usable, guarded = guard_values(values, config)
+    return IdentityValues(records, values, anonymous, usable, guarded)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The part of the graph an incremental run re-resolves (``cdp_spark.identity.incremental``): ``record_ids``,
+    whole components (before the guards) of the last run plus every record new or changed since, closed under
+    every link; ``taken``: ``cdp_id`` of the whole previous map, which no new id may take."""
+
+    record_ids: DataFrame
+    taken: DataFrame
+
+
+def resolve(
+    spark: SparkSession,
+    records: DataFrame,
+    config: IdentityConfig,
+    previous_map: DataFrame | None = None,
+    facts: dict[str, DataFrame] | None = None,
+    run_id: str = "adhoc",
+    model: FittedModel | None = None,
+    compare_with: FittedModel | None = None,
+    values: IdentityValues | None = None,
+    scope: Scope | None = None,
+) -> ResolveResult:
+    """Resolve ``records`` (any schema: the columns are named in ``config``) into stable cdp_ids.
+
+    ``model``: score the probabilistic pairs with this fitted model instead of training one (train once, resolve
+    many). ``compare_with``: compare the model this run trains with this one (the champion) on the same pairs.
+    ``values``: :func:`identity_values` of these records and facts when already computed. ``scope``: resolve only
+    these vertices (their links never leave them), with the guards' verdicts of the whole population; ``model``
+    is required with a probabilistic config, and the map returned covers the scope only.
+    """
+    values = values or identity_values(records, config, facts)
+    records, usable, guarded = values.records, values.usable, values.guarded
+    vertices = values.vertices(config.record_id)
+    if scope is not None:
+        if config.probabilistic is not None and model is None:
+            raise ValueError("an incremental resolve scores with the model of the run it continues: pass model")
+        ids = scope.record_ids.select("record_id")
+        records = records.join(ids.withColumnRenamed("record_id", config.record_id), config.record_id, "left_semi")
+        usable = usable.join(ids, "record_id", "left_semi")
+        vertices = vertices.join(ids, "record_id", "left_semi")
+        if previous_map is not None:
+            previous_map = previous_map.join(ids, "record_id", "left_semi")
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
     vectors, change, trained = None, None, None
     if config.probabilistic is not None:
@@ -119,12 +171,10 @@ def resolve(
             edges = edges.unionByName(prob_edges)
         except NoCandidatePairs as exc:
             log.warning("probabilistic matching skipped: %s", exc)
-    vertices = records.select(F.col(config.record_id).alias("record_id"))
-    if anonymous is not None:
-        vertices = vertices.unionByName(anonymous.select("record_id")).distinct()
     with progress("[resolve] edges scored and clustered (connected components, guards)"):
-        components, edges, offending = cluster(vertices, edges, usable, config)
+        components, edges, offending, raw = cluster(vertices, edges, usable, config)
     if vectors is not None:
         vectors.unpersist()  # cluster() materialized the edges
-    identity_map, lineage = assign_cdp_ids(components, previous_map, run_id)
-    return ResolveResult(identity_map, edges, guarded, lineage, offending, model, trained, change)
+    taken = None if scope is None else scope.taken
+    identity_map, lineage = assign_cdp_ids(components, previous_map, run_id, taken)
+    return ResolveResult(identity_map, raw, edges, guarded, lineage, offending, model, trained, change)

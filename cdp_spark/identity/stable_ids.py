@@ -22,11 +22,14 @@ def _new_id(key: F.Column) -> F.Column:
     return F.concat(F.lit("cdp-"), F.substring(F.sha2(key, 256), 1, 24))
 
 
-def assign_cdp_ids(components: DataFrame, previous: DataFrame | None, run_id: str) -> tuple[DataFrame, DataFrame]:
+def assign_cdp_ids(
+    components: DataFrame, previous: DataFrame | None, run_id: str, taken: DataFrame | None = None
+) -> tuple[DataFrame, DataFrame]:
     """Give each component a cdp_id, carrying ids over from ``previous`` (``record_id, cdp_id``).
 
     In: ``record_id, component_id``. Out: (``record_id, cdp_id, component_size``;
-    lineage ``cdp_id, event, previous_cdp_ids, records``).
+    lineage ``cdp_id, event, previous_cdp_ids, records``). ``taken``: ``cdp_id`` of every id in use, when
+    ``previous`` is only the part of the map being re-resolved (default: ``previous``'s ids); no new id takes one.
     """
     spark = components.sparkSession
     if previous is None:
@@ -48,7 +51,7 @@ def assign_cdp_ids(components: DataFrame, previous: DataFrame | None, run_id: st
         .select("component_id", F.col("previous_id").alias("kept_id"))
     )
     # Rule 3: new ids for components that inherit nothing.
-    taken = previous.select(F.col("cdp_id").alias("candidate")).distinct()
+    taken = (previous if taken is None else taken).select(F.col("cdp_id").alias("candidate")).distinct()
     fresh = (
         sizes.join(kept, "component_id", "left_anti")
         .withColumn("candidate", _new_id(F.col("component_id")))
