@@ -188,3 +188,14 @@ def test_incremental_runs_over_three_days_leave_what_a_full_rebuild_leaves(spark
     assert contents(spark, root) == expected
     retired = tables.read(spark, root, tables.IDENTITY_LINEAGE).where(F.col("run_id") == third.run_id)
     assert "split" in {r.event for r in retired.collect()}
+
+    # Day 4: new silver, but only in a column identity does not read, and events with a cookie seen before with
+    # the same identifiers: nothing to re-resolve, and the map stays as it is.
+    records["crm:0"] = {**records["crm:0"], "phone": "+14155550100"}
+    cookies["c1"].append({"email": "p1@x.com"})
+    write_day(spark, root, records, cookies)
+    before = contents(spark, root)
+    fourth = run_stage("resolve", context(spark, work))
+    assert (metrics(fourth)["incremental"], metrics(fourth)["dirty_vertices"]) == (1, 0)
+    assert metrics(fourth)["resolved_vertices"] == 0
+    assert contents(spark, root) == before

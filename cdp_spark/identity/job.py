@@ -43,18 +43,20 @@ def _read_records_file(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.parquet(path)
 
 
-def _write_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
+def _write_if_changed(df: DataFrame, root: str, table: tables.Table, ignore: tuple[str, ...] = ()) -> int:
     """Overwrite a derived table only when its content changed, so a rerun adds no version.
 
-    ``df``'s rows must be distinct (a key among its columns). One full outer join on every column tells
-    whether any row was added or removed (two ``exceptAll`` would shuffle both sides twice).
+    ``df``'s rows must be distinct (a key among its columns). One full outer join on every column but ``ignore``
+    (the run that wrote a row) tells whether any row was added or removed (two ``exceptAll`` would shuffle both
+    sides twice).
     """
     spark = df.sparkSession
     if tables.exists(spark, root, table):
         current = tables.read(spark, root, table)
         if sorted(current.columns) == sorted(df.columns):
             new, old = df.withColumn("_new", F.lit(True)), current.withColumn("_old", F.lit(True))
-            same_row = reduce(lambda a, b: a & b, [new[c].eqNullSafe(old[c]) for c in df.columns])
+            compared = [c for c in df.columns if c not in ignore]
+            same_row = reduce(lambda a, b: a & b, [new[c].eqNullSafe(old[c]) for c in compared])
             joined = new.join(old, same_row, "full_outer")
             if joined.where(F.col("_new").isNull() | F.col("_old").isNull()).limit(1).count() == 0:
                 return 0
@@ -276,10 +278,10 @@ def run(ctx: Context, stage: StageRun) -> None:
         if counts["lineage_events"]:
             tables.append(lineage, root, tables.IDENTITY_LINEAGE, options=lineage_transaction(spark, root))
         counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP)
-        if counts["map_changed"]:
-            tables.overwrite(edges, root, tables.IDENTITY_EDGES)
+        # Links can change inside a cluster that stays (an email replaced by a probabilistic match): compared apart.
+        counts["edges_changed"] = _write_if_changed(edges, root, tables.IDENTITY_EDGES, ignore=("run_id",))
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
-        tables.overwrite(identity_state, root, tables.IDENTITY_STATE)
+        _write_if_changed(identity_state, root, tables.IDENTITY_STATE, ignore=("run_id",))
         counts["guarded_values"] = guarded.count()
         counts["oversized_components"] = result.offending.count()
     if result.trained is not None and tracker is not None:
