@@ -83,7 +83,9 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cdp-incremental-bench-"))
     base = work / "base"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(args.lakehouse, base, ignore=shutil.ignore_patterns("_lease", "mlruns.db", "mlartifacts"))
+    # silver and ops only (resolve reads nothing else), and no model or MLflow store of earlier runs
+    skipped = ("_lease", "_models", "bronze", "gold", "exports", "mlruns.db", "mlflow.db", "mlartifacts")
+    shutil.copytree(args.lakehouse, base, ignore=shutil.ignore_patterns(*skipped))
     ctx = context(base, args.master, full=True)
     day_one_s, _ = resolve(ctx)
     drop = apply_drop(ctx.spark, str(base), args.share)

@@ -180,11 +180,15 @@ def test_new_id_is_salted_when_the_natural_one_is_taken(spark):
     # The previous run gave that id to a cluster whose records are gone from this run.
     previous = spark.createDataFrame([("x", natural_id)], "record_id string, cdp_id string")
     new_map, lineage = assign_cdp_ids(components, previous, "run-2")
-    assert new_map.first()["cdp_id"] not in (natural_id, None)
-    assert {(r["cdp_id"], r["event"]) for r in lineage.collect()} == {
-        (new_map.first()["cdp_id"], "created"),
-        (natural_id, "retired"),
-    }
+    salted = new_map.first()["cdp_id"]
+    assert salted not in (natural_id, None)
+    assert {(r["cdp_id"], r["event"]) for r in lineage.collect()} == {(salted, "created"), (natural_id, "retired")}
+    # Derived from the inputs, not the run: a full and an incremental run give the same id.
+    assert assign_cdp_ids(components, previous, "run-3")[0].first()["cdp_id"] == salted
+    # Taken as well: the run id salts it.
+    both = spark.createDataFrame([("x", natural_id), ("y", salted)], "record_id string, cdp_id string")
+    third = {assign_cdp_ids(components, both, run)[0].first()["cdp_id"] for run in ("run-4", "run-5")}
+    assert len(third) == 2 and not third & {natural_id, salted}
 
 
 def test_resolve_works_on_a_non_sample_schema(spark):

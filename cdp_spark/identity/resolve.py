@@ -115,7 +115,9 @@ def identity_values(records: DataFrame, config: IdentityConfig, facts: dict[str,
         values = values.unionByName(anonymous).distinct()
     with progress("[resolve] identifier values"):
         values = values.checkpoint()
-    usable, guarded = guard_values(values, config)
+        # The verdicts count every value's records (a shuffle of all values): once, not at each use of them.
+        usable, guarded = guard_values(values, config)
+        usable, guarded = usable.checkpoint(), guarded.checkpoint()
     return IdentityValues(records, values, anonymous, usable, guarded)
 
 

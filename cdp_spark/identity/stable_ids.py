@@ -5,7 +5,8 @@ Rules, deterministic whatever the partitioning:
 2. a new cluster that received several previous ids keeps the one it shares most records with (ties:
    smaller id); the others are retired as merged into it;
 3. a cluster that received none gets a new id derived from its smallest record id (so a first run on
-   the same data always gives the same ids), salted with the run id only if that id is taken.
+   the same data always gives the same ids); if that id is taken, derived from it and the ids its records had
+   (the same inputs give the same ids in any run), and salted with the run id only if that is taken too.
 Lineage rows record creations, merges, splits and retirements.
 """
 
@@ -50,15 +51,29 @@ def assign_cdp_ids(
         .where("_rank = 1")
         .select("component_id", F.col("previous_id").alias("kept_id"))
     )
-    # Rule 3: new ids for components that inherit nothing.
+    previous_sets = shared.groupBy("component_id").agg(
+        F.array_sort(F.collect_set("previous_id")).alias("previous_cdp_ids")
+    )
+    # Rule 3: new ids for components that inherit nothing. The id of their smallest record, else (taken: the
+    # records were split from a cluster that kept it) salted with the ids they come from: the same inputs give
+    # the same ids, whichever run (full or incremental) computes them. The run id salts only a third collision.
     taken = (previous if taken is None else taken).select(F.col("cdp_id").alias("candidate")).distinct()
+    is_taken = taken.withColumn("_taken", F.lit(True))
+    origin = F.concat_ws(":", "component_id", F.array_join(F.coalesce("previous_cdp_ids", F.array()), ","))
     fresh = (
         sizes.join(kept, "component_id", "left_anti")
+        .join(previous_sets, "component_id", "left")
         .withColumn("candidate", _new_id(F.col("component_id")))
-        .join(taken.withColumn("_taken", F.lit(True)), "candidate", "left")
+        .join(is_taken, "candidate", "left")
+        .withColumn("natural_taken", F.col("_taken").isNotNull())
+        .drop("_taken")
+        .withColumn("candidate", F.when(F.col("natural_taken"), _new_id(origin)).otherwise(F.col("candidate")))
+        .join(is_taken, "candidate", "left")
         .select(
             "component_id",
-            F.when(F.col("_taken"), _new_id(F.concat_ws(":", "component_id", F.lit(run_id))))
+            F.when(
+                F.col("natural_taken") & F.col("_taken").isNotNull(), _new_id(F.concat_ws(":", origin, F.lit(run_id)))
+            )
             .otherwise(F.col("candidate"))
             .alias("kept_id"),
         )
@@ -70,9 +85,6 @@ def assign_cdp_ids(
         .select("record_id", F.col("kept_id").alias("cdp_id"), "component_size")
     )
 
-    previous_sets = shared.groupBy("component_id").agg(
-        F.array_sort(F.collect_set("previous_id")).alias("previous_cdp_ids")
-    )
     spread = shared.groupBy("previous_id").agg(F.countDistinct("component_id").alias("parts"))
     split_sources = shared.join(spread.where("parts > 1"), "previous_id").select("component_id").distinct()
     per_component = (
