@@ -117,7 +117,8 @@ def _last_row(spark: SparkSession, root: str, stage: str):  # noqa: ANN202 - a R
 
 
 def last_state(spark: SparkSession, root: str, stage: str) -> tuple[str, dict] | None:
-    """The run id and the recorded state (``tables``, ``settings``) of ``stage``'s last successful run, or None."""
+    """The run id and the recorded state (``tables``, ``settings`` and the ``extra`` facts) of ``stage``'s last
+    successful run, or None."""
     last = _last_row(spark, root, stage)
     return None if last is None else (last["run_id"], json.loads(last["state"]))
 
@@ -135,13 +136,16 @@ def record(
     state: StageState,
     before: dict,
     settings: Mapping[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> None:
     """Append the state a successful run left (call it after the stage's last write): the versions the run read
     (``before``, from :func:`compare`: a table it only read cannot have moved under the lease), the versions of
     the tables it wrote as they are now, and ``settings`` as the run changed them (e.g. the model it promoted),
-    else as they were."""
+    else as they were. ``extra``: facts about the run kept beside the state (:func:`last_state` returns them), not
+    part of what the next run compares."""
     written = table_versions(spark, root, state.writes)
     after = {"tables": {**before["tables"], **written}, "settings": dict(settings or before["settings"])}
     now = datetime.now(UTC).replace(tzinfo=None)
-    row = (state.stage, run_id, fingerprint(after), json.dumps(after, sort_keys=True, default=str), now)
+    kept = json.dumps({**(extra or {}), **after}, sort_keys=True, default=str)
+    row = (state.stage, run_id, fingerprint(after), kept, now)
     tables.append(spark.createDataFrame([row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import random
 import shutil
 from pathlib import Path
@@ -18,12 +19,15 @@ from test_identity_model import PROBABILISTIC
 
 from cdp_spark import tables
 from cdp_spark.config import load_config
-from cdp_spark.identity.blocking import candidate_pairs
+from cdp_spark.identity.blocking import candidate_pairs, pair_columns, sharing_a_block
+from cdp_spark.identity.blocking_rule import parse_blocking_rule
 from cdp_spark.identity.incremental import dirty_vertices, vertex_hashes
+from cdp_spark.identity.job import why_full
 from cdp_spark.identity.resolve import identity_values
 from cdp_spark.identity.rules import IdentityConfig, ProbabilisticConfig
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context, run_stage
+from cdp_spark.stage_inputs import StageState
 
 IDENTITY = {
     "record_id": "record_id",
@@ -121,17 +125,36 @@ def full_rebuild_of(spark, work: Path, day: str) -> dict[str, list]:
     return contents(spark, str(copy / "lakehouse"))
 
 
-def test_pairs_involving_some_records_are_the_pairs_with_one_of_them_each_once(spark):
+@pytest.mark.parametrize(
+    "rules",
+    [
+        PROBABILISTIC["blocking_rules"],
+        # asymmetric keys (tried both ways round), an expression key, a filter, null keys
+        ["l.first_name = r.email and l.last_name <> r.last_name", "substring(l.first_name, 1, 1) = r.last_name"],
+    ],
+    ids=["symmetric", "asymmetric"],
+)
+def test_pairs_involving_some_records_are_the_pairs_with_one_of_them_each_once(spark, rules):
+    rows = [(f"r{i}", LAST[i % 2], dt.date(1980, 1, 1 + i % 3), FIRST[i % 4], FIRST[i % 5]) for i in range(12)]
+    rows += [("n1", None, None, FIRST[1], None), ("n2", "b", None, None, FIRST[1]), ("n3", "a", None, "ana", None)]
     records = spark.createDataFrame(
-        [(f"r{i}", LAST[i % 2], dt.date(1980, 1, 1 + i % 3), FIRST[i % 4], None) for i in range(12)],
-        "record_id string, last_name string, birth_date date, first_name string, email string",
+        rows, "record_id string, last_name string, birth_date date, first_name string, email string"
     )
-    settings = ProbabilisticConfig.model_validate(PROBABILISTIC)
+    settings = ProbabilisticConfig.model_validate({**PROBABILISTIC, "blocking_rules": rules})
     involving = spark.createDataFrame([("r1",), ("r4",), ("gone",)], "record_id string")
     every = {(r.id_l, r.id_r) for r in candidate_pairs(records, settings, "record_id").collect()}
     some = [(r.id_l, r.id_r) for r in candidate_pairs(records, settings, "record_id", involving).collect()]
     assert len(some) == len(set(some))
     assert set(some) == {pair for pair in every if {"r1", "r4"} & set(pair)}
+    assert len(set(some)) >= 4  # the case is not trivially empty
+    # the pairs are searched among the records sharing a block key with r1 or r4 only, not among all
+    parsed = [parse_blocking_rule(rule) for rule in rules]
+    ids = involving.select(F.col("record_id").alias("_id"))
+    searched = sharing_a_block(records, "record_id", pair_columns(settings, parsed), parsed, ids)
+    assert {id for pair in some for id in pair} <= {r.record_id for r in searched.collect()} < {r[0] for r in rows}
+    # keys of two types are compared after Spark's coercion, which hashes would not see: no search then
+    mixed = [parse_blocking_rule("l.birth_date = r.first_name")]
+    assert sharing_a_block(records, "record_id", ["birth_date", "first_name"], mixed, ids) is None
 
 
 def test_a_value_moving_to_another_column_changes_the_hash_and_an_unchanged_record_is_clean(spark):
@@ -199,3 +222,29 @@ def test_incremental_runs_over_three_days_leave_what_a_full_rebuild_leaves(spark
     assert (metrics(fourth)["incremental"], metrics(fourth)["dirty_vertices"]) == (1, 0)
     assert metrics(fourth)["resolved_vertices"] == 0
     assert contents(spark, root) == before
+
+
+def test_a_resolve_goes_full_when_the_last_full_one_is_older_than_full_rebuild_days(spark, tmp_path):
+    root = str(tmp_path / "lakehouse")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    state = StageState("resolve", reads=(), writes=(), settings={"config": {}})
+    before = {"tables": {}, "settings": {"config": {}}}
+
+    def last_run(full_resolve_days_ago: float | None) -> None:
+        """A successful resolve run on record whose state says when the last full one ended."""
+        full_at = None if full_resolve_days_ago is None else now - dt.timedelta(days=full_resolve_days_ago)
+        extra = {} if full_at is None else {"full_resolve_at": full_at.isoformat()}
+        row = ("resolve", "r1", "-", json.dumps({**extra, **before}), now)
+        tables.overwrite(spark.createDataFrame([row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)
+
+    def reason(days: int | None) -> str | None:
+        return why_full(spark, root, state, before, False, None, days)
+
+    last_run(9.5)
+    assert reason(7) == "the last full resolve is 9 days old (full_rebuild_days: 7)"
+    assert reason(10) == "run r1 left no identity state"  # young enough: on to the next check
+    assert reason(None) == "run r1 left no identity state"
+    last_run(None)  # a state recorded before the time of the last full resolve was
+    assert reason(7) == "no full resolve on record (full_rebuild_days: 7)"
+    last_run(0.1)
+    assert reason(7) == "run r1 left no identity state"

@@ -11,6 +11,7 @@ from functools import reduce
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import FractionalType
 
 from cdp_spark.config import ConfigError
 from cdp_spark.identity.blocking_rule import BlockingRule, parse_blocking_rule, to_pair_columns
@@ -43,6 +44,46 @@ def require_columns(records: DataFrame, id_col: str, columns: list[str]) -> None
         raise ConfigError("a record column named 'id' clashes with the pair columns id_l/id_r; rename it")
 
 
+def sharing_a_block(
+    records: DataFrame, id_col: str, columns: list[str], rules: Sequence[BlockingRule], ids: DataFrame
+) -> DataFrame | None:
+    """The records that can pair with one of ``ids`` (``_id``) under some rule: those records themselves and every
+    record whose join keys under a rule equal theirs, found in one pass over ``records``.
+
+    Each record gets, per rule (and its mirror), a 64-bit hash of its keys as the left side of a pair and one as the
+    right side; a record is kept when one of its hashes is the opposite side's hash of an involved record. A hash
+    collision only keeps a record too many (the rules are applied to the pairs afterwards); a null key never joins,
+    so it gives no hash. Keys whose two sides have different types (``l.x = cast(r.y as int)``) are compared after
+    Spark's type coercion, which a hash of each side would not see, and a join finds -0.0 equal to 0.0: with such keys
+    the answer is None (any record may pair).
+    """
+    both = records.select(
+        F.col(f"`{id_col}`").cast("string").alias("_id"),
+        *[F.col(f"`{c}`").alias(f"{c}_{side}") for side in "lr" for c in columns],
+    )
+    wanted, offered = [], []  # the involved records' hashes; every record's hashes, side for side
+    for i, rule in enumerate(rules):
+        for j, variant in enumerate(v for v in [rule, rule.mirrored()] if v is not None):
+            lefts = [F.expr(to_pair_columns(a)) for a, _ in variant.keys]
+            rights = [F.expr(to_pair_columns(b)) for _, b in variant.keys]
+            types = [f.dataType for f in both.select(*lefts, *rights).schema.fields]
+            if types[: len(lefts)] != types[len(lefts) :] or any(isinstance(t, FractionalType) for t in types):
+                return None
+
+            def key(side: str, values: list[Column], tag: str = f"{i}.{j}") -> Column:
+                present = reduce(Column.__and__, [v.isNotNull() for v in values])
+                return F.when(present, F.xxhash64(F.lit(f"{tag}{side}"), *values))
+
+            # involved on the left pairs with a record whose right keys equal its left ones, and the reverse
+            wanted += [key("r", lefts), key("l", rights)]
+            offered += [key("r", rights), key("l", lefts)]
+    involved = both.join(ids, "_id", "left_semi")
+    keys = involved.select(F.explode(F.array(*wanted)).alias("_key")).where("_key IS NOT NULL").distinct()
+    sharing = both.select("_id", F.explode(F.array(*offered)).alias("_key")).join(keys, "_key", "left_semi")
+    kept = sharing.select("_id").unionByName(ids).distinct()
+    return records.join(kept, F.col(f"`{id_col}`").cast("string") == F.col("_id"), "left_semi")
+
+
 def candidate_pairs(
     records: DataFrame, config: ProbabilisticConfig, id_col: str, involving: DataFrame | None = None
 ) -> DataFrame:
@@ -58,9 +99,13 @@ def candidate_pairs(
     parsed = [parse_blocking_rule(text) for text in config.blocking_rules]
     columns = pair_columns(config, parsed)
     require_columns(records, id_col, columns)
-    left, right = record_side(records, id_col, columns, "l"), record_side(records, id_col, columns, "r")
     if involving is not None:
         ids = involving.select(F.col("record_id").cast("string").alias("_id")).distinct()
+        sharing = sharing_a_block(records, id_col, columns, parsed, ids)
+        if sharing is not None:  # a small share of the records, which each rule's two joins read: computed once
+            records = sharing.checkpoint()
+    left, right = record_side(records, id_col, columns, "l"), record_side(records, id_col, columns, "r")
+    if involving is not None:
         left = left.join(ids.select(F.col("_id").alias("id_l"), F.lit(True).alias("_in_l")), "id_l", "left")
         right = right.join(ids.select(F.col("_id").alias("id_r"), F.lit(True).alias("_in_r")), "id_r", "left")
     earlier: list[str] = []

@@ -86,9 +86,8 @@ def probabilistic_partners(
     settings = config.probabilistic
     pairs = candidate_pairs(values.records, settings, config.record_id, involving=dirty)
     accepted = accepted_edges(values.records, settings, config.record_id, model, comparison_vectors(pairs, settings))
-    return accepted.select(F.col("src_record_id").alias("record_id")).unionByName(
-        accepted.select(F.col("dst_record_id").alias("record_id"))
-    )
+    # both ends from one pass: a union of two selects would compute and score the pairs twice
+    return accepted.select(F.explode(F.array("src_record_id", "dst_record_id")).alias("record_id"))
 
 
 def state_rows(hashes: DataFrame, raw_components: DataFrame) -> DataFrame:

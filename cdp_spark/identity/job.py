@@ -109,18 +109,40 @@ def given_model(
     return model
 
 
+def last_full_resolve(spark: SparkSession, root: str) -> datetime | None:
+    """When the last successful resolve that resolved everyone ended (its state records it, and an incremental run
+    carries it on), or None: no successful resolve, or one from before this was recorded."""
+    last = stage_inputs.last_state(spark, root, "resolve")
+    full_at = None if last is None else last[1].get("full_resolve_at")
+    return None if full_at is None else datetime.fromisoformat(full_at)
+
+
 def why_full(
-    spark: SparkSession, root: str, state: StageState, before: dict, full: bool, scoring: FittedModel | None
+    spark: SparkSession,
+    root: str,
+    state: StageState,
+    before: dict,
+    full: bool,
+    scoring: FittedModel | None,
+    full_rebuild_days: int | None = None,
 ) -> str | None:
     """Why this run must resolve everyone, or None when it can continue the last successful run incrementally:
-    same identity config, code and model (the one given, or the champion that scored that run), and its own
-    tables as that run left them (an erasure or a restore since: full)."""
+    same identity config, code and model (the one given, or the champion that scored that run), its own tables as
+    that run left them (an erasure or a restore since: full), and a full run less than ``full_rebuild_days`` ago
+    (the model is retrained only by a full run)."""
     if full:
         return "--full (or --force)"
     last = stage_inputs.last_state(spark, root, state.stage)
     if last is None:
         return "no successful resolve to continue"
     run_id, recorded = last
+    if full_rebuild_days is not None:
+        last_full = recorded.get("full_resolve_at")
+        last_full = None if last_full is None else datetime.fromisoformat(last_full)
+        age = None if last_full is None else datetime.now(UTC).replace(tzinfo=None) - last_full
+        if age is None or age.days >= full_rebuild_days:
+            when = "no full resolve on record" if age is None else f"the last full resolve is {age.days} days old"
+            return f"{when} (full_rebuild_days: {full_rebuild_days})"
     if stage_inputs.normalized(recorded["settings"]) != stage_inputs.normalized(before["settings"]):
         return f"the identity config, code or model changed since run {run_id}"
     own = [t.full_name for t in state.writes]
@@ -198,7 +220,7 @@ def run(ctx: Context, stage: StageRun) -> None:
     champion = None
     if champion_version is not None:
         champion_version, champion = registry.champion(tracker, config.probabilistic)
-    full = why_full(spark, root, state, before, rebuild, model or champion)
+    full = why_full(spark, root, state, before, rebuild, model or champion, config.full_rebuild_days)
     if full is None:
         log.info("[resolve] incremental: new, changed and removed records against the last run's graph")
     else:
@@ -307,7 +329,9 @@ def run(ctx: Context, stage: StageRun) -> None:
             config.probabilistic.registered_model,
         )
     settings = resolve_settings(config, model, champion_version)
-    stage_inputs.record(spark, root, stage.run_id, state, before, settings)
+    full_at = datetime.now(UTC).replace(tzinfo=None) if full is not None else last_full_resolve(spark, root)
+    extra = {"full_resolve_at": None if full_at is None else full_at.isoformat()}
+    stage_inputs.record(spark, root, stage.run_id, state, before, settings, extra)
 
 
 @dataclass

@@ -154,6 +154,12 @@ class IdentityConfig(Strict):
     probabilistic: ProbabilisticConfig | None = None
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    full_rebuild_days: int | None = Field(
+        7,
+        ge=1,
+        description="an incremental resolve goes full (and retrains) when the last full one is this many days old; "
+        "null: only on --full, the first run or a change",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> IdentityConfig:
