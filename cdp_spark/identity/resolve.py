@@ -158,11 +158,15 @@ def resolve(
         if config.probabilistic is not None and model is None:
             raise ValueError("an incremental resolve scores with the model of the run it continues: pass model")
         ids = scope.record_ids.select("record_id")
-        records = records.join(ids.withColumnRenamed("record_id", config.record_id), config.record_id, "left_semi")
-        usable = usable.join(ids, "record_id", "left_semi")
-        vertices = vertices.join(ids, "record_id", "left_semi")
+        # A small share of the whole, which blocking, the edges and every guard round read: materialized once,
+        # not a semi-join over all records and values at each use.
+        records = records.join(
+            ids.withColumnRenamed("record_id", config.record_id), config.record_id, "left_semi"
+        ).checkpoint()
+        usable = usable.join(ids, "record_id", "left_semi").checkpoint()
+        vertices = vertices.join(ids, "record_id", "left_semi").checkpoint()
         if previous_map is not None:
-            previous_map = previous_map.join(ids, "record_id", "left_semi")
+            previous_map = previous_map.join(ids, "record_id", "left_semi").checkpoint()
     edges = deterministic_edges(usable).select(*EDGE_COLUMNS)
     vectors, change, trained = None, None, None
     if config.probabilistic is not None:
