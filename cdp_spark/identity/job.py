@@ -109,12 +109,17 @@ def given_model(
     return model
 
 
+def _full_resolve_at(recorded: dict) -> datetime | None:
+    """When the last resolve that resolved everyone ended, from a state a resolve recorded (an incremental run
+    carries it on); None in a state recorded before this was."""
+    at = recorded.get("full_resolve_at")
+    return None if at is None else datetime.fromisoformat(at)
+
+
 def last_full_resolve(spark: SparkSession, root: str) -> datetime | None:
-    """When the last successful resolve that resolved everyone ended (its state records it, and an incremental run
-    carries it on), or None: no successful resolve, or one from before this was recorded."""
+    """When the last full resolve ended, by the last successful resolve's state, or None."""
     last = stage_inputs.last_state(spark, root, "resolve")
-    full_at = None if last is None else last[1].get("full_resolve_at")
-    return None if full_at is None else datetime.fromisoformat(full_at)
+    return None if last is None else _full_resolve_at(last[1])
 
 
 def why_full(
@@ -137,8 +142,7 @@ def why_full(
         return "no successful resolve to continue"
     run_id, recorded = last
     if full_rebuild_days is not None:
-        last_full = recorded.get("full_resolve_at")
-        last_full = None if last_full is None else datetime.fromisoformat(last_full)
+        last_full = _full_resolve_at(recorded)
         age = None if last_full is None else datetime.now(UTC).replace(tzinfo=None) - last_full
         if age is None or age.days >= full_rebuild_days:
             when = "no full resolve on record" if age is None else f"the last full resolve is {age.days} days old"
