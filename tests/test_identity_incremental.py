@@ -17,7 +17,7 @@ from conftest import identity_overrides
 from pyspark.sql import functions as F
 from test_identity_model import PROBABILISTIC
 
-from cdp_spark import tables
+from cdp_spark import stage_inputs, tables
 from cdp_spark.config import load_config
 from cdp_spark.identity.blocking import candidate_pairs, pair_columns, sharing_a_block
 from cdp_spark.identity.blocking_rule import parse_blocking_rule
@@ -238,7 +238,7 @@ def test_a_resolve_goes_full_when_the_last_full_one_is_older_than_full_rebuild_d
         tables.overwrite(spark.createDataFrame([row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)
 
     def reason(days: int | None) -> str | None:
-        return why_full(spark, root, state, before, False, None, days)
+        return why_full(spark, root, state, before, stage_inputs.last_state(spark, root, "resolve"), False, None, days)
 
     last_run(9.5)
     assert reason(7) == "the last full resolve is 9 days old (full_rebuild_days: 7)"

@@ -116,17 +116,12 @@ def _full_resolve_at(recorded: dict) -> datetime | None:
     return None if at is None else datetime.fromisoformat(at)
 
 
-def last_full_resolve(spark: SparkSession, root: str) -> datetime | None:
-    """When the last full resolve ended, by the last successful resolve's state, or None."""
-    last = stage_inputs.last_state(spark, root, "resolve")
-    return None if last is None else _full_resolve_at(last[1])
-
-
 def why_full(
     spark: SparkSession,
     root: str,
     state: StageState,
     before: dict,
+    last: tuple[str, dict] | None,
     full: bool,
     scoring: FittedModel | None,
     full_rebuild_days: int | None = None,
@@ -134,10 +129,10 @@ def why_full(
     """Why this run must resolve everyone, or None when it can continue the last successful run incrementally:
     same identity config, code and model (the one given, or the champion that scored that run), its own tables as
     that run left them (an erasure or a restore since: full), and a full run less than ``full_rebuild_days`` ago
-    (the model is retrained only by a full run)."""
+    (the model is retrained only by a full run). ``last``: the last successful run's id and recorded state
+    (:func:`stage_inputs.last_state`)."""
     if full:
         return "--full (or --force)"
-    last = stage_inputs.last_state(spark, root, state.stage)
     if last is None:
         return "no successful resolve to continue"
     run_id, recorded = last
@@ -224,7 +219,8 @@ def run(ctx: Context, stage: StageRun) -> None:
     champion = None
     if champion_version is not None:
         champion_version, champion = registry.champion(tracker, config.probabilistic)
-    full = why_full(spark, root, state, before, rebuild, model or champion, config.full_rebuild_days)
+    last = stage_inputs.last_state(spark, root, state.stage)
+    full = why_full(spark, root, state, before, last, rebuild, model or champion, config.full_rebuild_days)
     if full is None:
         log.info("[resolve] incremental: new, changed and removed records against the last run's graph")
     else:
@@ -333,7 +329,7 @@ def run(ctx: Context, stage: StageRun) -> None:
             config.probabilistic.registered_model,
         )
     settings = resolve_settings(config, model, champion_version)
-    full_at = datetime.now(UTC).replace(tzinfo=None) if full is not None else last_full_resolve(spark, root)
+    full_at = datetime.now(UTC).replace(tzinfo=None) if full is not None else _full_resolve_at(last[1])
     extra = {"full_resolve_at": None if full_at is None else full_at.isoformat()}
     stage_inputs.record(spark, root, stage.run_id, state, before, settings, extra)
 
