@@ -311,6 +311,25 @@ IDENTITY_LINEAGE = Table(
     owner="resolve",
     description="How cdp_ids came and went: `event` `created`/`merged`/`split`/`retired`, with the ids before.",
 )
+IDENTITY_CHANGES = Table(
+    "silver",
+    "identity_changes",
+    schema(
+        ("record_id", STRING),
+        ("previous_cdp_id", STRING),
+        ("cdp_id", STRING),
+        ("change", STRING),
+        ("run_id", STRING),
+        ("recorded_at", TIMESTAMP),
+    ),
+    owner="resolve",
+    personal_columns=frozenset({"record_id"}),
+    description=(
+        "Every record whose `cdp_id` a resolve run changed: `change` `added` (no `previous_cdp_id`), `moved` or "
+        "`removed` (no `cdp_id`). The `cdp_id`s a run touched are its rows' `previous_cdp_id` and `cdp_id`: what "
+        "a stage downstream of the map has to update."
+    ),
+)
 IDENTITY_STATE = Table(
     "silver",
     "identity_state",
@@ -717,6 +736,7 @@ CATALOG: tuple[Table, ...] = (
     IDENTITY_EDGES,
     IDENTITY_MAP,
     IDENTITY_LINEAGE,
+    IDENTITY_CHANGES,
     IDENTITY_STATE,
     HOT_IDENTIFIERS,
     ERASURE_SUPPRESSION,

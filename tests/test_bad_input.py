@@ -193,7 +193,14 @@ def lineage_events(spark, root: str) -> list[tuple]:
     return sorted((r["cdp_id"], r["event"], tuple(r["previous_cdp_ids"] or ())) for r in rows)
 
 
-def test_a_crash_between_the_lineage_and_the_identity_map_loses_no_event_and_doubles_none(spark, tmp_path, monkeypatch):
+def record_changes(spark, root: str) -> list[tuple]:
+    rows = tables.read(spark, root, tables.IDENTITY_CHANGES).drop("run_id", "recorded_at").collect()
+    return sorted(map(tuple, rows), key=str)
+
+
+def test_a_crash_between_the_change_logs_and_the_identity_map_loses_no_event_and_doubles_none(
+    spark, tmp_path, monkeypatch
+):
     from cdp_spark.identity import job as identity_job
 
     (tmp_path / "identity.yaml").write_text(IDENTITY)
@@ -201,13 +208,15 @@ def test_a_crash_between_the_lineage_and_the_identity_map_loses_no_event_and_dou
     day2 = [*day1, ("crm:4", "a@example.com"), ("crm:5", "b@example.com"), ("web:9", None)]
     day2 = [(r, "a@example.com" if r in ("crm:3", "crm:5") else e) for r, e in day2]  # b's records join a: merge
 
-    def dies_at_the_second_write(write):  # noqa: ANN001, ANN202
-        """The process dies between the map and the lineage writes, whichever the job does first."""
+    crash_points = (tables.IDENTITY_MAP, tables.IDENTITY_LINEAGE, tables.IDENTITY_CHANGES)
+
+    def dies_at_the_last_write(write):  # noqa: ANN001, ANN202
+        """The process dies at the last of the map, lineage and change log writes, whichever order the job has."""
 
         def wrapper(*args, **kwargs):
-            if args[2] in (tables.IDENTITY_MAP, tables.IDENTITY_LINEAGE):
+            if args[2] in crash_points:
                 writes.append(args[2])
-                if len(writes) == 2:
+                if len(writes) == len(crash_points):
                     raise SystemExit(9)
             return write(*args, **kwargs)
 
@@ -222,9 +231,9 @@ def test_a_crash_between_the_lineage_and_the_identity_map_loses_no_event_and_dou
                 writes.clear()
                 with monkeypatch.context() as patch:
                     patch.setattr(
-                        identity_job, "_write_if_changed", dies_at_the_second_write(identity_job._write_if_changed)
+                        identity_job, "_write_if_changed", dies_at_the_last_write(identity_job._write_if_changed)
                     )
-                    patch.setattr(tables, "append", dies_at_the_second_write(tables.append))
+                    patch.setattr(tables, "append", dies_at_the_last_write(tables.append))
                     with contextlib.suppress(SystemExit):
                         run_stage("resolve", ctx)
             run_stage("resolve", ctx)
@@ -237,6 +246,9 @@ def test_a_crash_between_the_lineage_and_the_identity_map_loses_no_event_and_dou
     expected = lineage_events(spark, str(tmp_path / "clean"))
     assert {e[1] for e in expected} >= {"created", "merged", "retired"}
     assert lineage_events(spark, str(tmp_path / "crashed")) == expected
+    changes = record_changes(spark, str(tmp_path / "clean"))
+    assert {c[3] for c in changes} == {"added", "moved"}
+    assert record_changes(spark, str(tmp_path / "crashed")) == changes
     maps = [
         sorted(
             map(

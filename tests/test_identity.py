@@ -9,7 +9,7 @@ from cdp_spark.identity.evaluate import identity_metrics
 from cdp_spark.identity.graph import cluster
 from cdp_spark.identity.resolve import resolve
 from cdp_spark.identity.rules import ClusteringConfig, IdentityConfig
-from cdp_spark.identity.stable_ids import assign_cdp_ids
+from cdp_spark.identity.stable_ids import assign_cdp_ids, record_changes
 
 RECORD_SCHEMA = "record_id string, email string, phone string, account string"
 
@@ -226,3 +226,24 @@ def test_evaluate_against_hand_made_truth(spark):
         "people_split": 1,
         "clusters_merging_people": 1,
     }
+
+
+def test_record_changes_are_the_records_whose_cdp_id_differs_between_two_maps(spark):
+    schema = "record_id string, cdp_id string"
+    before = spark.createDataFrame([("a", "c1"), ("b", "c1"), ("c", "c2"), ("d", "c3")], schema)
+    after = spark.createDataFrame([("a", "c1"), ("b", "c2"), ("c", "c2"), ("e", "c4")], schema)
+    out = "record_id string, previous_cdp_id string, cdp_id string, change string"
+    assert_df_equality(
+        record_changes(before, after),
+        spark.createDataFrame(
+            [("b", "c1", "c2", "moved"), ("d", "c3", None, "removed"), ("e", None, "c4", "added")], out
+        ),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert record_changes(after, after).count() == 0
+    assert_df_equality(
+        record_changes(None, before.limit(1)),
+        spark.createDataFrame([("a", None, "c1", "added")], out),
+        ignore_nullable=True,
+    )

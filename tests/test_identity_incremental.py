@@ -106,12 +106,23 @@ def metrics(run: StageRun) -> dict[str, float]:
 
 
 def contents(spark, root: str) -> dict[str, list]:
-    """The identity map, edges and state as sorted rows, without the run ids."""
+    """The identity map, edges, state and change log as sorted rows, without the run ids and times."""
     out = {}
-    for table in (tables.IDENTITY_MAP, tables.IDENTITY_EDGES, tables.IDENTITY_STATE):
-        df = tables.read(spark, root, table).drop("run_id")
-        out[table.name] = sorted(tuple(r) for r in df.collect())
+    for table in (tables.IDENTITY_MAP, tables.IDENTITY_EDGES, tables.IDENTITY_STATE, tables.IDENTITY_CHANGES):
+        df = tables.read(spark, root, table).drop("run_id", "recorded_at")
+        out[table.name] = sorted((tuple(r) for r in df.collect()), key=str)
     return out
+
+
+def map_diff(before: list[tuple], after: list[tuple]) -> list[tuple]:
+    """What the change log must hold for a map change: ``record_id, previous_cdp_id, cdp_id, change``."""
+    old, new = ({r[0]: r[1] for r in rows} for rows in (before, after))
+    kinds = {(True, False): "added", (False, True): "removed", (False, False): "moved"}
+    return sorted(
+        ((r, old.get(r), new.get(r), kinds[(r not in old, r not in new)]) for r in old.keys() | new.keys()
+         if old.get(r) != new.get(r)),
+        key=str,
+    )  # fmt: skip
 
 
 def full_rebuild_of(spark, work: Path, day: str) -> dict[str, list]:
@@ -192,11 +203,18 @@ def test_incremental_runs_over_three_days_leave_what_a_full_rebuild_leaves(spark
     for i in (10, 11, 12, 13, 14):
         records[f"web:{i}"] = {**records[f"web:{i}"], "email": "family@x.com"}
     write_day(spark, root, records, cookies)
+    day1 = contents(spark, root)
+    assert day1["identity_changes"] == map_diff([], day1["identity_map"])  # the first run: every record added
     expected = full_rebuild_of(spark, work, "day2")
     second = run_stage("resolve", context(spark, work))
     assert metrics(second)["incremental"] == 1
     assert 0 < metrics(second)["resolved_vertices"] < total  # the other people were left alone
     assert contents(spark, root) == expected
+    changes = tables.read(spark, root, tables.IDENTITY_CHANGES).where(F.col("run_id") == second.run_id)
+    moved = sorted(map(tuple, changes.select("record_id", "previous_cdp_id", "cdp_id", "change").collect()), key=str)
+    assert moved == map_diff(day1["identity_map"], expected["identity_map"])
+    assert {"added", "moved"} <= {r[3] for r in moved}
+    assert {m: v for step, m, v in second.metrics if step == "write identity tables"}["records_changed"] == len(moved)
     lineage = tables.read(spark, root, tables.IDENTITY_LINEAGE).where(F.col("run_id") == second.run_id)
     assert {"merged", "split", "created"} <= {r.event for r in lineage.collect()}
 
@@ -205,10 +223,14 @@ def test_incremental_runs_over_three_days_leave_what_a_full_rebuild_leaves(spark
     del records["web:bridge"], records["pos:3"]
     records["web:14"] = {**records["web:14"], "email": "p14@x.com"}
     write_day(spark, root, records, cookies)
+    day2 = contents(spark, root)["identity_map"]
     expected = full_rebuild_of(spark, work, "day3")
     third = run_stage("resolve", context(spark, work))
     assert metrics(third)["incremental"] == 1
     assert contents(spark, root) == expected
+    changes = tables.read(spark, root, tables.IDENTITY_CHANGES).where(F.col("run_id") == third.run_id)
+    moved = sorted(map(tuple, changes.select("record_id", "previous_cdp_id", "cdp_id", "change").collect()), key=str)
+    assert moved == map_diff(day2, expected["identity_map"]) and "removed" in {r[3] for r in moved}
     retired = tables.read(spark, root, tables.IDENTITY_LINEAGE).where(F.col("run_id") == third.run_id)
     assert "split" in {r.event for r in retired.collect()}
 

@@ -22,6 +22,7 @@ from cdp_spark.identity.health_report import health_section
 from cdp_spark.identity.model import FittedModel
 from cdp_spark.identity.resolve import IdentityValues, ResolveResult, identity_values, resolve
 from cdp_spark.identity.rules import IdentityConfig, load_identity
+from cdp_spark.identity.stable_ids import record_changes
 from cdp_spark.lakefiles import LakeFiles
 from cdp_spark.ops import StageRun, progress
 from cdp_spark.pipeline import Context
@@ -69,6 +70,7 @@ IDENTITY_TABLES = (
     tables.IDENTITY_MAP,
     tables.IDENTITY_EDGES,
     tables.IDENTITY_LINEAGE,
+    tables.IDENTITY_CHANGES,
     tables.HOT_IDENTIFIERS,
     tables.IDENTITY_STATE,
 )
@@ -85,14 +87,21 @@ def resolve_settings(config: IdentityConfig, model: FittedModel | None, champion
     }
 
 
-def lineage_transaction(spark: SparkSession, root: str) -> dict[str, str]:
-    """The Delta transaction of a lineage append: one per identity map version the events start from."""
+def _stamped(rows: DataFrame, stage: StageRun) -> DataFrame:
+    """A log's rows with the run that wrote them and when, materialized (counted, then appended)."""
+    return rows.withColumn("run_id", F.lit(stage.run_id)).withColumn("recorded_at", F.current_timestamp()).checkpoint()
+
+
+def map_transaction(spark: SparkSession, root: str, log: tables.Table) -> dict[str, str]:
+    """The Delta transaction of an append to a log of map changes (``log``: lineage, changes): one per identity map
+    version the changes start from."""
+    app = f"cdp-resolve-{log.name.removeprefix('identity_')}"
     if not tables.exists(spark, root, tables.IDENTITY_MAP):
-        return {"txnAppId": "cdp-resolve-lineage:new-map", "txnVersion": "0"}
+        return {"txnAppId": f"{app}:new-map", "txnVersion": "0"}
     history = DeltaTable.forPath(spark, tables.IDENTITY_MAP.path(root))
     table_id = history.detail().first()["id"]
     version = history.history(1).first()["version"]
-    return {"txnAppId": f"cdp-resolve-lineage:{table_id}", "txnVersion": str(version + 1)}
+    return {"txnAppId": f"{app}:{table_id}", "txnVersion": str(version + 1)}
 
 
 def given_model(
@@ -287,18 +296,19 @@ def run(ctx: Context, stage: StageRun) -> None:
             F.count_if(F.col("status") != "accepted").alias("refused"),
         ).first()
         counts["edges_accepted"], counts["edges_refused"] = row["accepted"], row["refused"]
-        # The lineage of this map change is appended before the map is replaced: a crash in between leaves the
-        # old map, so the rerun computes the same events, and the append is idempotent per map version (Delta
-        # transaction id: the map table's id, and its version the events start from). Written after the map,
-        # a crash in between would lose the events (the rerun sees the new map: nothing changed).
-        lineage = (
-            result.lineage.withColumn("run_id", F.lit(stage.run_id))
-            .withColumn("recorded_at", F.current_timestamp())
-            .checkpoint()
-        )
-        counts["lineage_events"] = lineage.count()
+        # The lineage and the records' changes of this map change are appended before the map is replaced: a
+        # crash in between leaves the old map, so the rerun computes the same rows, and each append is idempotent
+        # per map version (Delta transaction id: the map table's id, and its version the changes start from).
+        # Written after the map, a crash in between would lose them (the rerun sees the new map: nothing changed).
+        lineage = _stamped(result.lineage, stage)
+        changes = _stamped(record_changes(previous, identity_map), stage)
+        counts["lineage_events"], counts["records_changed"] = lineage.count(), changes.count()
         if counts["lineage_events"]:
-            tables.append(lineage, root, tables.IDENTITY_LINEAGE, options=lineage_transaction(spark, root))
+            transaction = map_transaction(spark, root, tables.IDENTITY_LINEAGE)
+            tables.append(lineage, root, tables.IDENTITY_LINEAGE, options=transaction)
+        if counts["records_changed"]:
+            transaction = map_transaction(spark, root, tables.IDENTITY_CHANGES)
+            tables.append(changes, root, tables.IDENTITY_CHANGES, options=transaction)
         counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP)
         # Links can change inside a cluster that stays (an email replaced by a probabilistic match): compared apart.
         counts["edges_changed"] = _write_if_changed(edges, root, tables.IDENTITY_EDGES, ignore=("run_id",))

@@ -116,3 +116,22 @@ def assign_cdp_ids(
         )
     )
     return identity_map, per_component.unionByName(retired)
+
+
+def record_changes(previous: DataFrame | None, current: DataFrame) -> DataFrame:
+    """The records whose ``cdp_id`` differs between two maps (``record_id, cdp_id``, one row per record).
+
+    Out: ``record_id, previous_cdp_id, cdp_id, change``: ``added`` (a record the previous map lacks), ``moved``
+    or ``removed`` (a record the current map lacks). One full outer join on ``record_id``.
+    """
+    now = current.select("record_id", "cdp_id")
+    if previous is None:
+        return now.select("record_id", F.lit(None).cast("string").alias("previous_cdp_id"), "cdp_id").withColumn(
+            "change", F.lit("added")
+        )
+    before = previous.select("record_id", F.col("cdp_id").alias("previous_cdp_id"))
+    joined = before.join(now, "record_id", "full_outer").where(~F.col("previous_cdp_id").eqNullSafe(F.col("cdp_id")))
+    change = (
+        F.when(F.col("previous_cdp_id").isNull(), "added").when(F.col("cdp_id").isNull(), "removed").otherwise("moved")
+    )
+    return joined.select("record_id", "previous_cdp_id", "cdp_id", change.alias("change"))
