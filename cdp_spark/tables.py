@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import reduce
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -862,6 +863,42 @@ def overwrite(df: DataFrame, root: str, table: Table) -> None:
             if not kept:
                 spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
     _writer(df, table, "overwrite").option("overwriteSchema", "true").save(table.path(root))
+
+
+def _comparable(column: T.StructField) -> F.Column:
+    """A column as equality can compare it: a map as its entries sorted by key (maps have no equality)."""
+    if isinstance(column.dataType, T.MapType):
+        return F.array_sort(F.map_entries(F.col(f"`{column.name}`")))
+    return F.col(f"`{column.name}`")
+
+
+def overwrite_if_changed(df: DataFrame, root: str, table: Table, ignore: tuple[str, ...] = ()) -> int:
+    """Overwrite a derived table only when its content changed, so a rerun adds no version; 1 when written.
+
+    One full outer join of the new rows and the table's tells (two ``exceptAll`` would shuffle both sides twice):
+    on the table's ``keys`` when it has some (a row changed when a value of another column differs), else on every
+    column but ``ignore`` (the run that wrote a row), and then ``df``'s rows must be distinct.
+    """
+    spark = df.sparkSession
+    if exists(spark, root, table):
+        current = read(spark, root, table)
+        if sorted(current.columns) == sorted(df.columns):
+            fields = [f for f in df.schema.fields if f.name not in ignore]
+            keys = [f for f in fields if f.name in table.keys] if table.keys else fields
+            values = [f for f in fields if f not in keys]
+            new = df.select(*[_comparable(f).alias(f"n{i}") for i, f in enumerate(fields)], F.lit(True).alias("_n"))
+            old = current.select(
+                *[_comparable(f).alias(f"o{i}") for i, f in enumerate(fields)], F.lit(True).alias("_o")
+            )
+            index = {f.name: i for i, f in enumerate(fields)}
+            on = [new[f"n{index[f.name]}"].eqNullSafe(old[f"o{index[f.name]}"]) for f in keys]
+            differs = [~new[f"n{index[f.name]}"].eqNullSafe(old[f"o{index[f.name]}"]) for f in values]
+            joined = new.join(old, reduce(lambda a, b: a & b, on), "full_outer")
+            changed = reduce(lambda a, b: a | b, [F.col("_n").isNull(), F.col("_o").isNull(), *differs])
+            if joined.where(changed).limit(1).count() == 0:
+                return 0
+    overwrite(df, root, table)
+    return 1
 
 
 def replace_where(df: DataFrame, root: str, table: Table, condition: str) -> None:

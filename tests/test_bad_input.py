@@ -201,7 +201,6 @@ def record_changes(spark, root: str) -> list[tuple]:
 def test_a_crash_between_the_change_logs_and_the_identity_map_loses_no_event_and_doubles_none(
     spark, tmp_path, monkeypatch
 ):
-    from cdp_spark.identity import job as identity_job
 
     (tmp_path / "identity.yaml").write_text(IDENTITY)
     day1 = [("crm:1", "a@example.com"), ("crm:2", "a@example.com"), ("crm:3", "b@example.com")]
@@ -230,9 +229,7 @@ def test_a_crash_between_the_change_logs_and_the_identity_map_loses_no_event_and
             if crash:
                 writes.clear()
                 with monkeypatch.context() as patch:
-                    patch.setattr(
-                        identity_job, "_write_if_changed", dies_at_the_last_write(identity_job._write_if_changed)
-                    )
+                    patch.setattr(tables, "overwrite_if_changed", dies_at_the_last_write(tables.overwrite_if_changed))
                     patch.setattr(tables, "append", dies_at_the_last_write(tables.append))
                     with contextlib.suppress(SystemExit):
                         run_stage("resolve", ctx)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = Path(cdp_spark.__file__).parent
 
 # The write primitives of cdp_spark.tables: the table is their third argument.
-PRIMITIVES = {"append", "overwrite", "replace_where", "upsert"}
+PRIMITIVES = {"append", "overwrite", "overwrite_if_changed", "replace_where", "upsert"}
 # Delta table methods that change rows.
 ROW_CHANGES = {"merge", "update", "delete"}
 # Modules that change the rows of whatever table they are given (the lakehouse walk of erase and maintain).
@@ -228,3 +228,35 @@ def test_each_table_is_written_from_one_module_and_an_ops_log_from_one_stage():
             f"{table.full_name} is written from {sorted(modules) or 'no module'}: one module writes a table (owner "
             f"{table.owner}); the others call it"
         )
+
+
+@pytest.mark.parametrize("table", [tables.CUSTOMER_PROFILE, tables.IDENTITY_EDGES], ids=["by key", "by row"])
+def test_overwrite_if_changed_writes_a_version_only_when_a_row_or_value_changed(spark, tmp_path, table):
+    from delta.tables import DeltaTable
+    from pyspark.sql import Row
+
+    root = str(tmp_path / "lakehouse")
+    base = {f.name: None for f in table.schema.fields}
+    if table is tables.CUSTOMER_PROFILE:  # a key, a map column, values
+        won = {"email": ("crm", "crm:1", "most_recent"), "phone": ("pos", "pos:2", "most_common")}
+        rows = [Row(**{**base, "cdp_id": f"c{i}", "record_count": i, "provenance": won}) for i in range(3)]
+        changed = {"record_count": 9}
+    else:  # no key: whole rows, the run that wrote them ignored
+        rows = [Row(**{**base, "src_record_id": f"r{i}", "dst_record_id": "r9", "score": 1.0, "run_id": "run-1"})
+                for i in range(3)]  # fmt: skip
+        changed = {"score": 0.5}
+
+    def write(new_rows: list[Row]) -> int:
+        return tables.overwrite_if_changed(spark.createDataFrame(new_rows, table.schema), root, table, ("run_id",))
+
+    def version() -> int:
+        return DeltaTable.forPath(spark, table.path(root)).history(1).first()["version"]
+
+    assert write(rows) == 1 and version() == 0
+    other_run = {"run_id": "run-2"} if "run_id" in table.columns else {"provenance": dict(reversed(won.items()))}
+    reordered = [Row(**{**r.asDict(), **other_run}) for r in reversed(rows)]  # maps: the same entries, other order
+    assert write(reordered) == 0 and version() == 0  # same rows, other order (and run): no new version
+    assert write([*rows[:2], Row(**{**rows[2].asDict(), **changed})]) == 1 and version() == 1  # a value
+    assert write(rows[:2]) == 1 and version() == 2  # a row gone
+    assert write(rows) == 1 and version() == 3  # a row added
+    assert sorted(map(tuple, tables.read(spark, root, table).collect()), key=str) == sorted(map(tuple, rows), key=str)

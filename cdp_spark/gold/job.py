@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from cdp_spark import stage_inputs, tables
 from cdp_spark.config import ConfigError
@@ -17,32 +15,6 @@ from cdp_spark.gold.survivorship import load_profiles
 from cdp_spark.ops import StageRun
 from cdp_spark.pipeline import Context
 from cdp_spark.stage_inputs import StageState
-
-
-def _comparable(df: DataFrame) -> DataFrame:
-    # Set operations refuse map columns: compare a map as its entries, sorted by key.
-    return df.select(
-        *[
-            F.array_sort(F.map_entries(F.col(f.name))).alias(f.name) if isinstance(f.dataType, T.MapType) else f.name
-            for f in df.schema.fields
-        ]
-    )
-
-
-def overwrite_if_changed(df: DataFrame, root: str, table: tables.Table) -> int:
-    """Overwrite a derived table only when its content changed (exceptAll both ways), so a rerun adds no version.
-
-    Returns 1 when written, 0 when the table already held exactly these rows.
-    """
-    spark = df.sparkSession
-    if tables.exists(spark, root, table):
-        current = tables.read(spark, root, table)
-        if sorted(current.columns) == sorted(df.columns):
-            new, old = _comparable(df.select(*current.columns)), _comparable(current)
-            if new.exceptAll(old).limit(1).count() == 0 and old.exceptAll(new).limit(1).count() == 0:
-                return 0
-    tables.overwrite(df, root, table)
-    return 1
 
 
 def _as_of(ctx: Context, facts: Facts) -> dt.date:
@@ -99,7 +71,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         )
         addresses = address_consent(people, consent_statements(consent, engagement)).checkpoint()
         counts["rows"] = addresses.count()
-        counts["written"] = overwrite_if_changed(addresses, root, tables.ADDRESS_CONSENT)
+        counts["written"] = tables.overwrite_if_changed(addresses, root, tables.ADDRESS_CONSENT)
     with stage.step("profiles") as counts:
         activity = record_activity(facts)
         profile = golden_profiles(records, facts.identity_map, addresses, activity, config.attributes).checkpoint()
@@ -110,7 +82,7 @@ def run(ctx: Context, stage: StageRun) -> None:
                 f"gold.customer_profile would hold {counts['profiles']} rows for {counts['cdp_ids']} cdp_ids: "
                 "exactly one per cdp_id is the contract; nothing was written"
             )
-        counts["written"] = overwrite_if_changed(profile, root, tables.CUSTOMER_PROFILE)
+        counts["written"] = tables.overwrite_if_changed(profile, root, tables.CUSTOMER_PROFILE)
     with stage.step("households") as counts:
         household = households(profile, hot, config.households).checkpoint()
         sizes = household.agg(
@@ -119,7 +91,7 @@ def run(ctx: Context, stage: StageRun) -> None:
             F.count_distinct(F.when(F.col("household_size") > 1, F.col("household_id"))).alias("multi_person"),
         ).first()
         counts.update(sizes.asDict())
-        counts["written"] = overwrite_if_changed(household, root, tables.HOUSEHOLDS)
+        counts["written"] = tables.overwrite_if_changed(household, root, tables.HOUSEHOLDS)
     with stage.step("features") as counts:
         as_of = _as_of(ctx, facts)
         snapshot = customer_features(facts, as_of)

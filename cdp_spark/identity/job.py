@@ -7,7 +7,6 @@ import json
 import logging
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -42,27 +41,6 @@ def _read_records_file(spark: SparkSession, path: str) -> DataFrame:
     if path.endswith(".csv") or Path(path).is_dir() and any(Path(path).glob("*.csv")):
         return spark.read.option("header", "true").csv(path)
     return spark.read.parquet(path)
-
-
-def _write_if_changed(df: DataFrame, root: str, table: tables.Table, ignore: tuple[str, ...] = ()) -> int:
-    """Overwrite a derived table only when its content changed, so a rerun adds no version.
-
-    ``df``'s rows must be distinct (a key among its columns). One full outer join on every column but ``ignore``
-    (the run that wrote a row) tells whether any row was added or removed (two ``exceptAll`` would shuffle both
-    sides twice).
-    """
-    spark = df.sparkSession
-    if tables.exists(spark, root, table):
-        current = tables.read(spark, root, table)
-        if sorted(current.columns) == sorted(df.columns):
-            new, old = df.withColumn("_new", F.lit(True)), current.withColumn("_old", F.lit(True))
-            compared = [c for c in df.columns if c not in ignore]
-            same_row = reduce(lambda a, b: a & b, [new[c].eqNullSafe(old[c]) for c in compared])
-            joined = new.join(old, same_row, "full_outer")
-            if joined.where(F.col("_new").isNull() | F.col("_old").isNull()).limit(1).count() == 0:
-                return 0
-    tables.overwrite(df, root, table)
-    return 1
 
 
 # What resolve writes (its own output, and the map it starts from).
@@ -309,11 +287,11 @@ def run(ctx: Context, stage: StageRun) -> None:
         if counts["records_changed"]:
             transaction = map_transaction(spark, root, tables.IDENTITY_CHANGES)
             tables.append(changes, root, tables.IDENTITY_CHANGES, options=transaction)
-        counts["map_changed"] = _write_if_changed(identity_map, root, tables.IDENTITY_MAP)
+        counts["map_changed"] = tables.overwrite_if_changed(identity_map, root, tables.IDENTITY_MAP)
         # Links can change inside a cluster that stays (an email replaced by a probabilistic match): compared apart.
-        counts["edges_changed"] = _write_if_changed(edges, root, tables.IDENTITY_EDGES, ignore=("run_id",))
+        counts["edges_changed"] = tables.overwrite_if_changed(edges, root, tables.IDENTITY_EDGES, ignore=("run_id",))
         tables.overwrite(guarded, root, tables.HOT_IDENTIFIERS)
-        _write_if_changed(identity_state, root, tables.IDENTITY_STATE, ignore=("run_id",))
+        tables.overwrite_if_changed(identity_state, root, tables.IDENTITY_STATE, ignore=("run_id",))
         counts["guarded_values"] = guarded.count()
         counts["oversized_components"] = result.offending.count()
     if result.trained is not None and tracker is not None:
