@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -35,14 +34,25 @@ log = logging.getLogger("cdp_spark")
 
 def table_versions(spark: SparkSession, root: str, entries: Iterable[tables.Table]) -> dict[str, str | None]:
     """Each table's latest Delta version and its commit time (``"<version>@<timestamp>"``: a table dropped and
-    written again is not mistaken for the old one at the same version), or None when it does not exist."""
+    written again is not mistaken for the old one at the same version), or None when it does not exist.
+
+    Read from each table's transaction log on the driver (the snapshot Delta keeps of it, brought up to date): no
+    Spark job, where ``DESCRIBE HISTORY`` would read the last commit with one per table."""
+    jvm = spark.sparkContext._jvm
     versions: dict[str, str | None] = {}
     for table in entries:
-        if not tables.exists(spark, root, table):
+        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table.path(root))
+        snapshot = delta_log.update(
+            getattr(delta_log, "update$default$1")(),
+            getattr(delta_log, "update$default$2")(),
+            getattr(delta_log, "update$default$3")(),
+        )
+        version = snapshot.version()
+        if version < 0:
             versions[table.full_name] = None
             continue
-        last = DeltaTable.forPath(spark, table.path(root)).history(1).select("version", "timestamp").first()
-        versions[table.full_name] = f"{last['version']}@{last['timestamp'].isoformat()}"
+        committed = datetime.fromtimestamp(snapshot.timestamp() / 1000, UTC).replace(tzinfo=None)
+        versions[table.full_name] = f"{version}@{committed.isoformat()}"
     return versions
 
 
