@@ -34,25 +34,16 @@ log = logging.getLogger("cdp_spark")
 
 def table_versions(spark: SparkSession, root: str, entries: Iterable[tables.Table]) -> dict[str, str | None]:
     """Each table's latest Delta version and its commit time (``"<version>@<timestamp>"``: a table dropped and
-    written again is not mistaken for the old one at the same version), or None when it does not exist.
-
-    Read from each table's transaction log on the driver (the snapshot Delta keeps of it, brought up to date): no
-    Spark job, where ``DESCRIBE HISTORY`` would read the last commit with one per table."""
-    jvm = spark.sparkContext._jvm
+    written again is not mistaken for the old one at the same version), or None when it does not exist. From the
+    tables' transaction logs on the driver (:func:`cdp_spark.tables.log_snapshot`): no Spark job."""
     versions: dict[str, str | None] = {}
     for table in entries:
-        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table.path(root))
-        snapshot = delta_log.update(
-            getattr(delta_log, "update$default$1")(),
-            getattr(delta_log, "update$default$2")(),
-            getattr(delta_log, "update$default$3")(),
-        )
-        version = snapshot.version()
-        if version < 0:
+        snapshot = tables.log_snapshot(spark, root, table)
+        if snapshot.version() < 0:
             versions[table.full_name] = None
             continue
         committed = datetime.fromtimestamp(snapshot.timestamp() / 1000, UTC).replace(tzinfo=None)
-        versions[table.full_name] = f"{version}@{committed.isoformat()}"
+        versions[table.full_name] = f"{snapshot.version()}@{committed.isoformat()}"
     return versions
 
 

@@ -901,6 +901,20 @@ def overwrite_if_changed(df: DataFrame, root: str, table: Table, ignore: tuple[s
     return 1
 
 
+def log_snapshot(spark: SparkSession, root: str, table: Table):  # noqa: ANN201 - a py4j handle on a Delta Snapshot
+    """The snapshot Delta keeps of the table's transaction log, brought up to date on the driver: ``version()`` (-1
+    when there is no table), ``timestamp()`` (of the last commit, ms), ``metadata().id()``. No Spark job, where
+    ``DESCRIBE HISTORY`` reads the last commit with one."""
+    delta_log = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+        spark._jsparkSession, table.path(root)
+    )
+    return delta_log.update(
+        getattr(delta_log, "update$default$1")(),
+        getattr(delta_log, "update$default$2")(),
+        getattr(delta_log, "update$default$3")(),
+    )
+
+
 def replace_where(df: DataFrame, root: str, table: Table, condition: str) -> None:
     """Idempotently replace the slice ``condition`` (e.g. one ``as_of``) of a table, creating it if needed."""
     writer = _writer(df, table, "overwrite")

@@ -9,7 +9,6 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -74,12 +73,10 @@ def map_transaction(spark: SparkSession, root: str, log: tables.Table) -> dict[s
     """The Delta transaction of an append to a log of map changes (``log``: lineage, changes): one per identity map
     version the changes start from."""
     app = f"cdp-resolve-{log.name.removeprefix('identity_')}"
-    if not tables.exists(spark, root, tables.IDENTITY_MAP):
+    snapshot = tables.log_snapshot(spark, root, tables.IDENTITY_MAP)
+    if snapshot.version() < 0:
         return {"txnAppId": f"{app}:new-map", "txnVersion": "0"}
-    history = DeltaTable.forPath(spark, tables.IDENTITY_MAP.path(root))
-    table_id = history.detail().first()["id"]
-    version = history.history(1).first()["version"]
-    return {"txnAppId": f"{app}:{table_id}", "txnVersion": str(version + 1)}
+    return {"txnAppId": f"{app}:{snapshot.metadata().id()}", "txnVersion": str(snapshot.version() + 1)}
 
 
 def given_model(
