@@ -14,7 +14,6 @@ import pytest
 import yaml
 from chispa import assert_df_equality
 from conftest import identity_overrides
-from delta.tables import DeltaTable
 from pydantic import ValidationError
 from pyspark.sql import functions as F
 
@@ -232,7 +231,7 @@ def resolve_context(
 def identity_versions(spark, root: str) -> dict[str, int]:
     """The Delta version of every identity table and of ops.stage_inputs."""
     written = (*identity_job.IDENTITY_TABLES, tables.STAGE_INPUTS)
-    return {t.name: DeltaTable.forPath(spark, t.path(root)).history(1).first()["version"] for t in written}
+    return {t.name: tables.log_snapshot(spark, root, t).version() for t in written}
 
 
 def steps(run: StageRun) -> set[str]:

@@ -129,10 +129,7 @@ def comparable(df: DataFrame, table: tables.Table) -> DataFrame:
 
 
 def versions(spark, root: str) -> dict[str, int]:
-    return {
-        t.full_name: DeltaTable.forPath(spark, t.path(root)).history(1).first()["version"]
-        for t in delta_tables(spark, root)
-    }
+    return {t.full_name: tables.log_snapshot(spark, root, t).version() for t in delta_tables(spark, root)}
 
 
 def test_a_run_failing_in_a_middle_stage_exits_with_one_line_and_the_rerun_ends_as_an_uninterrupted_run(
