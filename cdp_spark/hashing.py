@@ -16,6 +16,7 @@ import secrets
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from cdp_spark import tables
 from cdp_spark.lakefiles import LakeFiles
 
 log = logging.getLogger("cdp_spark")
@@ -80,8 +81,8 @@ class HashKey:
 
     def frame(self, spark: SparkSession) -> DataFrame:
         """One row holding the key's HMAC pads: joined to rows, so the key is data, never part of a plan."""
-        return spark.createDataFrame(
-            [(bytearray(self._inner), bytearray(self._outer))], f"{KEY_COLUMNS[0]} binary, {KEY_COLUMNS[1]} binary"
+        return tables.rows_frame(
+            spark, [(bytes(self._inner), bytes(self._outer))], f"{KEY_COLUMNS[0]} binary, {KEY_COLUMNS[1]} binary"
         )
 
 

@@ -75,7 +75,7 @@ class StageRun:
         now = datetime.now(UTC).replace(tzinfo=None)
         rows = [(self.run_id, self.stage, step, metric, value, now) for step, metric, value in self.metrics]
         if rows:
-            tables.append(spark.createDataFrame(rows, tables.RUN_METRICS.schema), lakehouse_root, tables.RUN_METRICS)
+            tables.append(tables.rows_frame(spark, rows, tables.RUN_METRICS.schema), lakehouse_root, tables.RUN_METRICS)
 
 
 @contextmanager

@@ -149,4 +149,4 @@ def record(
     now = datetime.now(UTC).replace(tzinfo=None)
     kept = json.dumps({**(extra or {}), **after}, sort_keys=True, default=str)
     row = (state.stage, run_id, fingerprint(after), kept, now)
-    tables.append(spark.createDataFrame([row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)
+    tables.append(tables.rows_frame(spark, [row], tables.STAGE_INPUTS.schema), root, tables.STAGE_INPUTS)

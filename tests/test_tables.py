@@ -260,3 +260,58 @@ def test_overwrite_if_changed_writes_a_version_only_when_a_row_or_value_changed(
     assert write(rows[:2]) == 1 and version() == 2  # a row gone
     assert write(rows) == 1 and version() == 3  # a row added
     assert sorted(map(tuple, tables.read(spark, root, table).collect()), key=str) == sorted(map(tuple, rows), key=str)
+
+
+def _value(dtype, i: int):
+    """A value of ``dtype`` (every type the catalog uses); timestamps alternate naive (local time) and aware."""
+    from datetime import UTC, date, datetime
+
+    from pyspark.sql import types as T
+
+    if isinstance(dtype, T.StructType):
+        return tuple(_value(f.dataType, i) for f in dtype.fields)
+    if isinstance(dtype, T.ArrayType):
+        return [_value(dtype.elementType, i), _value(dtype.elementType, i + 1)]
+    if isinstance(dtype, T.MapType):
+        return {_value(dtype.keyType, i): _value(dtype.valueType, i), _value(dtype.keyType, i + 1): None}
+    if isinstance(dtype, T.TimestampType):
+        moment = datetime(2026, 3, 1, 9, 30, 15, 123456 + i, tzinfo=UTC)
+        return moment if i % 2 else moment.replace(tzinfo=None)
+    simple = {
+        T.StringType: f"v{i} é", T.LongType: 2**40 + i, T.IntegerType: 7 + i, T.DoubleType: 1.5 + i,
+        T.BooleanType: bool(i % 2), T.DateType: date(2026, 3, 1 + i),
+    }  # fmt: skip
+    return simple[type(dtype)]
+
+
+def test_rows_frame_holds_what_create_dataframe_holds_for_every_catalog_schema(spark, monkeypatch):
+    import time
+
+    # Naive datetimes are local time to createDataFrame: a zone away from UTC tells the two readings apart.
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        _compare_rows_frame_with_create_dataframe(spark)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def _compare_rows_frame_with_create_dataframe(spark) -> None:
+    for table in tables.CATALOG:
+        fields = table.schema.fields
+        rows = [tuple(_value(f.dataType, i) for f in fields) for i in range(2)]
+        rows.append(tuple(_value(f.dataType, 2) if not f.nullable else None for f in fields))
+        built = tables.rows_frame(spark, rows, table.schema)
+        assert built.schema == table.schema, table.full_name
+        expected = spark.createDataFrame(rows, table.schema).collect()
+        assert sorted(built.collect(), key=str) == sorted(expected, key=str), table.full_name
+    assert tables.rows_frame(spark, [], "a string, b date").count() == 0
+    assert tables.rows_frame(spark, [("x", 2)], "a string, b long").collect() == [("x", 2)]
+
+
+def test_rows_frame_refuses_rows_that_do_not_fit_the_schema(spark):
+    with pytest.raises(ValueError, match="every row needs 2 values"):
+        tables.rows_frame(spark, [("x",)], "a string, b long")
+    with pytest.raises(ValueError, match="column a is not nullable"):
+        tables.rows_frame(spark, [(None,)], tables.schema(("a", tables.STRING, False)))

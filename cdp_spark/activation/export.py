@@ -189,7 +189,7 @@ def write_data_files(df: DataFrame, folder: str, kind: str, file_format: str, ro
 
 def read_state(spark: SparkSession, root: str, destination: str) -> DataFrame:
     if not tables.exists(spark, root, tables.EXPORT_STATE):
-        return spark.createDataFrame([], tables.EXPORT_STATE.schema)
+        return tables.rows_frame(spark, [], tables.EXPORT_STATE.schema)
     return tables.read(spark, root, tables.EXPORT_STATE).where(F.col("destination") == destination)
 
 
@@ -306,7 +306,7 @@ def run_export(
             "row",
             F.lit(now).cast("timestamp").alias("exported_at"),
         )
-        marker = spark.createDataFrame([(destination.name, eid, as_of, None, None, now)], tables.EXPORT_STATE.schema)
+        marker = tables.rows_frame(spark, [(destination.name, eid, as_of, None, None, now)], tables.EXPORT_STATE.schema)
         new_state = new_state.unionByName(marker).unionByName(markers)
         # The commit: one Delta overwrite of this destination's slice, after the files and the manifest.
         # (Delta reads the slice at a pinned version, so deriving the new slice from the old one is safe.)

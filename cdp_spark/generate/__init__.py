@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from cdp_spark import tables
 from cdp_spark.config import SampleConfig
 from cdp_spark.generate import sources
 from cdp_spark.generate.people import SPEND_P, window_end
@@ -160,7 +161,7 @@ def _append_malformed_pos(spark: SparkSession, pos: DataFrame, folder: str, day:
     )
     lines = bad.select(line.alias("value")).collect()
     rows = [(",".join(POS_COLUMNS),)] + [(r["value"],) for r in lines]
-    spark.createDataFrame(rows, "value string").coalesce(1).write.mode("append").text(folder)
+    tables.rows_frame(spark, rows, "value string").coalesce(1).write.mode("append").text(folder)
 
 
 def _truth_records(crm, orders, pos, support, engagement, events) -> DataFrame:

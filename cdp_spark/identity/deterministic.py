@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
+from cdp_spark import tables
 from cdp_spark.identity.rules import IdentityConfig
 
 VALUES_SCHEMA = "record_id string, identifier string, value string"
@@ -32,7 +33,7 @@ def identifier_values(records: DataFrame, config: IdentityConfig) -> DataFrame:
             )
         )
     if not parts:
-        return records.sparkSession.createDataFrame([], VALUES_SCHEMA)
+        return tables.rows_frame(records.sparkSession, [], VALUES_SCHEMA)
     values = parts[0]
     for part in parts[1:]:
         values = values.unionByName(part)
@@ -81,7 +82,7 @@ def guard_values(values: DataFrame, config: IdentityConfig) -> tuple[DataFrame, 
     """
     blocked_rows = [(rule.name, v.strip().lower()) for rule in config.identifiers for v in rule.blocked]
     spark = values.sparkSession
-    blocked = spark.createDataFrame(blocked_rows or [("", "")], "identifier string, blocked_value string")
+    blocked = tables.rows_frame(spark, blocked_rows or [("", "")], "identifier string, blocked_value string")
     per_value = values.groupBy("identifier", "value").agg(F.countDistinct("record_id").alias("records"))
     per_value = per_value.join(
         F.broadcast(blocked),

@@ -171,7 +171,7 @@ def check_health(
     metrics.update(health.check_metrics(metrics, config.health, found))
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = [(stage.run_id, name, float(value), now) for name, value in sorted(metrics.items())]
-    tables.append(spark.createDataFrame(rows, tables.IDENTITY_HEALTH.schema), root, tables.IDENTITY_HEALTH)
+    tables.append(tables.rows_frame(spark, rows, tables.IDENTITY_HEALTH.schema), root, tables.IDENTITY_HEALTH)
     stage.sections.append(health_section(metrics, previous, found))
     return found
 

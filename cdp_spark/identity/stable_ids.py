@@ -34,7 +34,7 @@ def assign_cdp_ids(
     """
     spark = components.sparkSession
     if previous is None:
-        previous = spark.createDataFrame([], tables.IDENTITY_MAP.schema)
+        previous = tables.rows_frame(spark, [], tables.IDENTITY_MAP.schema)
     sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
     shared = (
         components.join(previous.select("record_id", F.col("cdp_id").alias("previous_id")), "record_id")

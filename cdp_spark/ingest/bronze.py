@@ -299,7 +299,7 @@ def read_csv_by_header(
         empty = T.StructType(
             [*declared.fields, T.StructField(CORRUPT, T.StringType()), T.StructField("_source_file", T.StringType())]
         )
-        return spark.createDataFrame([], empty)
+        return tables.rows_frame(spark, [], empty)
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
@@ -475,7 +475,9 @@ def _append_log(
         datetime.now(UTC).replace(tzinfo=None),
     )
     with _SHARED_WRITES:
-        tables.append(spark.createDataFrame([row], tables.INGEST_LOG.schema), root, tables.INGEST_LOG, options=options)
+        tables.append(
+            tables.rows_frame(spark, [row], tables.INGEST_LOG.schema), root, tables.INGEST_LOG, options=options
+        )
 
 
 def record_plan(spark: SparkSession, root: str, batch: Batch, run_id: str) -> None:

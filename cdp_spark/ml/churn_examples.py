@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from cdp_spark import tables
 from cdp_spark.sampling import keyed_sample
 
 LABEL = "churned"
@@ -80,7 +81,7 @@ def churn_labels(purchases: DataFrame, as_ofs: Sequence[date], horizon_days: int
         .where(F.col("cdp_id").isNotNull() & F.col("purchase_date").isNotNull())
         .distinct()
     )
-    as_of_dates = spark.createDataFrame([(d,) for d in sorted(set(as_ofs))], "as_of date")
+    as_of_dates = tables.rows_frame(spark, [(d,) for d in sorted(set(as_ofs))], "as_of date")
     window_end = F.date_add(F.col("as_of"), horizon_days)
     return (
         purchase_days.join(F.broadcast(as_of_dates), F.col("purchase_date") <= window_end)

@@ -211,8 +211,8 @@ def erase(
         if not pending_rows:
             return ErasureSummary(requests.count(), already, refused, 0, 0, 0)
         requesters = {r["request_id"]: r["requested_by"] for r in pending_rows}
-        plan = spark.createDataFrame(
-            pending_rows, "request_id string, requested_by string, kind string, value_hash string, cdp_id string"
+        plan = tables.rows_frame(
+            spark, pending_rows, "request_id string, requested_by string, kind string, value_hash string, cdp_id string"
         )
         job = Erasure(spark, root, run_id, plan, key, requesters, audit)
         _suppress(
@@ -282,7 +282,7 @@ def _suppress(spark: SparkSession, root: str, suppression: DataFrame) -> None:
         suppression = suppression.join(listed, ["kind", "value_hash"], "left_anti")
     rows = suppression.collect()
     if rows:
-        tables.append(spark.createDataFrame(rows, suppression.schema), root, tables.ERASURE_SUPPRESSION)
+        tables.append(tables.rows_frame(spark, rows, suppression.schema), root, tables.ERASURE_SUPPRESSION)
 
 
 def _erasure_layers(found: list[tables.Table]) -> list[list[tables.Table]]:

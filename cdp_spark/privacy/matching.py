@@ -92,7 +92,7 @@ def bronze_candidates(bronze: DataFrame, source: SourceConfig | None, rules: Sta
         if spec:
             parts.append(identifier_candidates(with_fp, spec))
     if not parts:
-        return bronze.sparkSession.createDataFrame([], "_fp string, kind string, plain string")
+        return tables.rows_frame(bronze.sparkSession, [], "_fp string, kind string, plain string")
     out = parts[0]
     for part in parts[1:]:
         out = out.unionByName(part)

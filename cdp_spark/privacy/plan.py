@@ -274,7 +274,7 @@ def plan_new_requests(
             F.lit(key.key_id).alias("key_id"),
         )
         tables.upsert(
-            spark.createDataFrame(plan.collect(), tables.ERASURE_PLAN.schema),
+            tables.rows_frame(spark, plan.collect(), tables.ERASURE_PLAN.schema),
             root,
             tables.ERASURE_PLAN,
             list(tables.ERASURE_PLAN.keys),

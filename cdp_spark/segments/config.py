@@ -15,6 +15,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
+from cdp_spark import tables
 from cdp_spark.config import ConfigError, Strict, load_model_file
 
 
@@ -94,7 +95,7 @@ def check_conditions(spark: SparkSession, config: SegmentsConfig, schema: T.Stru
 
     ``source`` names the file in the message. Uses Spark's own parser and analyzer on an empty DataFrame.
     """
-    empty = spark.createDataFrame([], schema)
+    empty = tables.rows_frame(spark, [], schema)
     problems = []
     for segment in config.segments:
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from cdp_spark import tables
 from cdp_spark.segment_history import members_at
 
 REPORT_COLUMNS = [
@@ -32,7 +33,7 @@ def segment_report(history: DataFrame, view: DataFrame, segments: list[str], as_
     """
     spark = history.sparkSession
     t = F.lit(as_of).cast("date")
-    names = spark.createDataFrame([(s,) for s in segments], "segment string")
+    names = tables.rows_frame(spark, [(s,) for s in segments], "segment string")
     members = members_at(history, as_of)
     sizes = (
         members.join(view.select("cdp_id", "clv", "churn_probability"), "cdp_id", "left")

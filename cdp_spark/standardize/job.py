@@ -285,7 +285,7 @@ def _record_dq(spark: SparkSession, root: str, run_id: str, results: list[tuple[
         return
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = [(run_id, r.table, source, r.expectation, r.action, r.passed, r.failed, now) for source, r in results]
-    tables.append(spark.createDataFrame(rows, tables.DQ_METRICS.schema), root, tables.DQ_METRICS)
+    tables.append(tables.rows_frame(spark, rows, tables.DQ_METRICS.schema), root, tables.DQ_METRICS)
 
 
 def pending_sources(ctx: Context, stage: StageRun, sources: list[SourceConfig]) -> list[Pending]:
@@ -362,7 +362,7 @@ def run(ctx: Context, stage: StageRun) -> None:
         if pending:
             now = datetime.now(UTC).replace(tzinfo=None)
             markers = [(p.source.name, p.batch_id, stage.run_id, now) for p in pending]
-            tables.append(spark.createDataFrame(markers, tables.SILVER_LOG.schema), root, tables.SILVER_LOG)
+            tables.append(tables.rows_frame(spark, markers, tables.SILVER_LOG.schema), root, tables.SILVER_LOG)
     finally:
         # Also when a later step fails: what was measured is recorded.
         _record_dq(spark, root, stage.run_id, dq_results)
