@@ -57,8 +57,6 @@ def _extra_repositories() -> list[str]:
 
 # lower(), upper() and initcap() use ICU's case mappings by default in Spark 4, and the first call in a JVM
 # loads them: 12 s measured on our machines (docs/performance.md), paid by every session and every executor.
-# The JVMs' default time zone: UTC, like the session's (a user's spark.conf may add options after it).
-JAVA_OPTIONS = "-Duser.timezone=UTC"
 # The JVM's own case mappings agree with ICU's on the names, emails and codes we case-fold.
 FAST_CASE_MAPPING = {"spark.sql.icu.caseMappings.enabled": "false"}
 
@@ -78,8 +76,8 @@ def embedded_conf(spark_cfg: SparkConfig, packages: tuple[str, ...] = ()) -> dic
         "spark.sql.extensions": _DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": _DELTA_CATALOG,
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": JAVA_OPTIONS,
-        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.ui.showConsoleProgress": "false",
         # Checkpointed data (graph iterations, MERGE sources) is deleted once nothing refers to it.
         "spark.cleaner.referenceTracking.cleanCheckpoints": "true",

@@ -16,7 +16,7 @@ import pytest
 
 from cdp_spark import tracking
 from cdp_spark.config import LakehouseConfig, MlflowConfig, SparkConfig
-from cdp_spark.session import JAVA_OPTIONS, build_session
+from cdp_spark.session import build_session
 from cdp_spark.sources import KNOWN_JDBC_DRIVERS
 
 pytest_plugins = ["ci_skips"]
@@ -30,17 +30,12 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # planning and compiling, not processing: expressions are interpreted instead of compiled to Java (Spark's own
 # test suites run this mode too), one partition (shuffles, snapshots, local data) and no adaptive re-planning. The cluster test runs the
 # jobs with the product's settings (code generation, AQE, two partitions).
-# The JVM compiles hot methods with C1 only: in a warm test JVM, C2 took a quarter of the CPU of a tiny pipeline run
-# (19 of 81 CPU seconds), and the suite's two workers keep both cores busy, so compile time is everyone's time.
-# test_gold + test_identity + test_activation + test_segments + test_generate on two workers, alternating: 192.9 /
-# 194.4 s as the product runs, 164.6 / 180.9 s with C1 only (docs/performance.md).
 TINY_DATA_CONF = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
     "spark.sql.adaptive.enabled": "false",
     "spark.ui.enabled": "false",
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
-    "spark.driver.extraJavaOptions": f"{JAVA_OPTIONS} -XX:TieredStopAtLevel=1",
 }
 TEST_SPARK = SparkConfig(
     master="local[2]",

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_DATA_CONF
 from test_bad_input import CRM, context, write
 
 from cdp_spark import tables
@@ -122,8 +121,7 @@ def test_a_second_ingest_process_waits_for_the_lease_then_ingests_once(spark, tm
     # Another process told to wait: it waits while the lease is held, then takes it and ingests.
     log_path = tmp_path / "second.log"
     waiting = [*argv, "--set", "lakehouse.lease.wait_seconds=300", "--set", "spark.master=local[1]",
-               "--set", "spark.driver_memory=1g", "--set", "spark.shuffle_partitions=1",
-               "--set", "spark.conf=" + json.dumps(TINY_DATA_CONF)]  # fmt: skip
+               "--set", "spark.driver_memory=1g", "--set", "spark.shuffle_partitions=1"]  # fmt: skip
     with log_path.open("w") as out:
         second = subprocess.Popen(
             [sys.executable, "-m", "cdp_spark", *waiting, "ingest"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
