@@ -818,7 +818,7 @@ def rows_frame(spark: SparkSession, rows: Iterable[Sequence], schema: T.StructTy
     this way (``benchmarks/rows_frame.py``). Values follow createDataFrame's rules: a naive datetime is in the
     local time of this process, a null in a non-nullable column is refused.
     """
-    struct = schema if isinstance(schema, T.StructType) else T._parse_datatype_string(schema)
+    struct = schema if isinstance(schema, T.StructType) else T.StructType.fromDDL(schema)
     arrow = to_arrow_schema(struct)
     rows = [tuple(row) for row in rows]
     if any(len(row) != len(struct.fields) for row in rows):
