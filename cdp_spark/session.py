@@ -61,6 +61,14 @@ def _extra_repositories() -> list[str]:
 FAST_CASE_MAPPING = {"spark.sql.icu.caseMappings.enabled": "false"}
 
 
+def local_python_workers() -> dict[str, str]:
+    """Python workers of a local master started by :mod:`cdp_spark.worker_daemon`, which saves 0.1-0.3 s of CPU per
+    Python task on Python 3.11; the daemon finds this package where the driver found it. A ``spark.conf`` that sets
+    either key wins (``spark.python.daemon.module: pyspark.daemon`` turns it off)."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    return {"spark.python.daemon.module": "cdp_spark.worker_daemon", "spark.executorEnv.PYTHONPATH": package_root}
+
+
 def embedded_conf(spark_cfg: SparkConfig, packages: tuple[str, ...] = ()) -> dict[str, str]:
     """The Spark settings of the embedded (local) runtime, before user ``spark.conf`` overrides; ``packages``:
     Maven coordinates the configuration needs besides ``spark.packages`` (a JDBC source's driver)."""
@@ -85,6 +93,8 @@ def embedded_conf(spark_cfg: SparkConfig, packages: tuple[str, ...] = ()) -> dic
         "spark.sql.adaptive.enabled": "true",
         **FAST_CASE_MAPPING,
     }
+    if spark_cfg.master.startswith("local"):
+        conf.update(local_python_workers())
     if spark_cfg.jars_dir:
         jars_dir = Path(spark_cfg.jars_dir).expanduser()
         jars = sorted(str(p.resolve()) for p in jars_dir.glob("*.jar"))

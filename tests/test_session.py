@@ -1,9 +1,17 @@
-"""Proof that the jars load in the test session: Delta write/read/MERGE and GraphFrames connected components."""
+"""Proof that the jars load in the test session: Delta write/read/MERGE and GraphFrames connected components; the
+session's settings, and the Python worker daemon of local masters."""
 
+import sys
+import zipfile
+import zipimport
+
+import pandas as pd
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from graphframes import GraphFrame
+from pyspark.sql.functions import pandas_udf
 
+from cdp_spark import worker_daemon
 from cdp_spark.config import SparkConfig
 from cdp_spark.session import DELTA_PACKAGE, GRAPHFRAMES_PACKAGE, embedded_conf
 
@@ -60,3 +68,36 @@ def test_case_mapping_without_icu_agrees_with_unicode(spark):
     df = spark.createDataFrame([(w,) for w in words], "w string")
     rows = df.selectExpr("w", "lower(w) AS lo", "upper(w) AS up").collect()
     assert [(r.lo, r.up) for r in rows] == [(w.lower(), w.upper()) for w in words]
+
+
+def test_local_python_workers_run_under_the_daemon_that_skips_the_zip_reread(spark):
+    @pandas_udf("string")
+    def worker_setup(ids: pd.Series) -> pd.Series:
+        main = sys.modules["__main__"].__spec__.name
+        return ids.map(lambda _: f"{main} {zipimport.zipimporter.invalidate_caches.__name__}")
+
+    assert {r[0] for r in spark.range(4, numPartitions=2).select(worker_setup("id")).collect()} == {
+        "cdp_spark.worker_daemon invalidate_caches_when_changed"
+    }
+    assert embedded_conf(SparkConfig(master="local[2]"))["spark.python.daemon.module"] == "cdp_spark.worker_daemon"
+    # A cluster's executors may not have this package before their first task: Spark's own daemon there.
+    assert "spark.python.daemon.module" not in embedded_conf(SparkConfig(master="spark://master:7077"))
+
+
+def test_a_zip_is_read_again_only_when_its_file_changed(tmp_path, monkeypatch):
+    archive = tmp_path / "lib.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("one.py", "X = 1\n")
+    importer = zipimport.zipimporter(str(archive))
+    reads = []
+    monkeypatch.setattr(
+        worker_daemon, "_reread", lambda imp: reads.append(imp) or zipimport.zipimporter.invalidate_caches(imp)
+    )
+    worker_daemon.invalidate_caches_when_changed(importer)
+    worker_daemon.invalidate_caches_when_changed(importer)
+    assert len(reads) == 1  # the first call has nothing to compare with; the second finds the same file
+    with zipfile.ZipFile(archive, "a") as zf:  # a --py-files zip replaced between two tasks
+        zf.writestr("two.py", "Y = 2\n")
+    assert importer.find_spec("two") is None  # not seen yet: the directory read before
+    worker_daemon.invalidate_caches_when_changed(importer)
+    assert len(reads) == 2 and importer.find_spec("two") is not None
