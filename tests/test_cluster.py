@@ -172,6 +172,8 @@ class Submitter:
             "--conf", "spark.databricks.delta.snapshotPartitions=2",
             "--conf", "spark.ui.enabled=false",
             "--conf", "spark.ui.showConsoleProgress=false",
+            # The executors' Python is this venv, where cdp-spark is installed: its worker daemon (README).
+            "--conf", "spark.python.daemon.module=cdp_spark.worker_daemon",
             str(REPO / "jobs" / f"{stage}.py"),
             "--env", "cluster",
             *args,
