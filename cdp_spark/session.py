@@ -80,6 +80,9 @@ def embedded_conf(spark_cfg: SparkConfig, packages: tuple[str, ...] = ()) -> dic
         # Delta rebuilds table snapshots in 50 tasks by default (sized for clusters); on one machine that is
         # most of the cost of every small read, MERGE and commit.
         "spark.databricks.delta.snapshotPartitions": str(spark_cfg.shuffle_partitions),
+        # VACUUM lists a table's folders in this many tasks, Spark's default 10,000 (sized for file listings of
+        # clusters): maintain on a 300-person lakehouse took 12 minutes, 2:43 with 2 (docs/performance.md).
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark_cfg.shuffle_partitions),
         "spark.default.parallelism": str(spark_cfg.shuffle_partitions),
         "spark.sql.extensions": _DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": _DELTA_CATALOG,

@@ -51,6 +51,9 @@ def test_embedded_conf_names_packages_and_extra_repositories(monkeypatch):
     ]
     assert conf["spark.jars.repositories"] == "file:///opt/maven,https://mirror.example/maven2"
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    # Delta's snapshot rebuilds and VACUUM's folder listing in as many tasks as a shuffle, not 50 and 10,000.
+    assert conf["spark.databricks.delta.snapshotPartitions"] == "8"
+    assert conf["spark.sql.sources.parallelPartitionDiscovery.parallelism"] == "8"
 
 
 def test_embedded_conf_uses_a_local_jar_folder_instead_of_maven(tmp_path):
