@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+from pyspark.errors import NumberFormatException
+from pyspark.sql import functions as F
 
 from cdp_spark import pipeline
 from cdp_spark.cli import EXIT_FAILED, main
 from cdp_spark.config import ConfigError
+from cdp_spark.ops import configure_logging
 from cdp_spark.redact import redact, redact_value
 from cdp_spark.sources import load_sources
 from cdp_spark.standardize.expectations import (
@@ -103,7 +108,22 @@ def test_failed_expectation_masks_email_and_phone_keys(spark):
     assert sorted(message.rsplit(": ", 1)[1].split(", ")) == ["***@example.com", "+*********67"]
 
 
-def test_failed_run_writes_no_secret_or_email(tmp_path, monkeypatch, capsys, caplog):
+@pytest.fixture
+def root_log() -> Iterator[io.StringIO]:
+    """What a plain handler on the root logger writes (as the CLI's does). Not ``caplog``: once PySpark has logged
+    a Spark error, pytest also attaches caplog's handler to PySpark's own loggers, which turns its format to JSON
+    without tracebacks for the rest of the session."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_failed_run_writes_no_secret_or_email(tmp_path, monkeypatch, capsys, caplog, root_log):
     def leaking_stage(ctx, run):
         with run.step("read accounts") as counts:
             counts["rows_read"] = 3
@@ -113,14 +133,31 @@ def test_failed_run_writes_no_secret_or_email(tmp_path, monkeypatch, capsys, cap
     monkeypatch.setitem(pipeline.STAGES, "ingest", SimpleNamespace(help="leaks", load=lambda: leaking_stage))
     reports = tmp_path / "reports"
     (tmp_path / "base.yaml").write_text(f"lakehouse: {{root: {tmp_path / 'lakehouse'}}}\nreports_dir: {reports}\n")
-    caplog.set_level(logging.DEBUG, logger="cdp_spark")
+    caplog.set_level(logging.DEBUG, logger="cdp_spark")  # the level only (-v does not lower a configured root's)
 
     assert main(["--conf-dir", str(tmp_path), "-v", "run"]) == EXIT_FAILED
 
     stderr = capsys.readouterr().err
     report = (reports / "latest-run.md").read_text()
+    logged = root_log.getvalue()
     assert "postgresql://u:***@db/x for ***@example.com" in stderr
     assert "Error: `cannot read postgresql://u:***@db/x for ***@example.com`" in report
-    assert "cannot read postgresql://u:***@db/x" in caplog.text  # the -v traceback
-    for written in (stderr, report, caplog.text):
+    assert "Traceback" in logged and "RuntimeError: cannot read postgresql://u:***@db/x" in logged  # -v
+    for written in (stderr, report, logged):
         assert SECRET not in written and EMAIL not in written
+
+
+def test_a_spark_error_quoting_a_value_reaches_pyspark_own_log_redacted(spark):
+    configure_logging()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)  # PySpark's loggers format what they get as JSON
+    logger = logging.getLogger("DataFrameQueryContextLogger")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(NumberFormatException, match="jane"):  # the exception itself: the caller's to handle
+            spark.range(1).select(F.lit(EMAIL).cast("int")).collect()
+    finally:
+        logger.removeHandler(handler)
+    logged = stream.getvalue()
+    assert "CAST_INVALID_INPUT" in logged and "***@example.com" in logged
+    assert EMAIL not in logged
