@@ -28,11 +28,12 @@ lint: setup
 
 # Test files are spread over TEST_WORKERS processes (pytest-xdist), each with its own local[2] SparkSession:
 # most of a small-data test is driver latency, so two JVMs keep both cores busy. A file stays on one worker
-# (its module fixtures are built once).
+# (its module fixtures are built once). Files start in the order tests/conftest.py gives (the longest first);
+# pytest-xdist would otherwise start the files with the most tests first.
 TEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 format: setup
 	$(BIN)/ruff format $(PY_DIRS)
