@@ -29,6 +29,10 @@ GRAPHFRAMES_PACKAGE = "io.graphframes:graphframes-spark4_2.13:0.11.0"
 REQUIRED_PACKAGES = (DELTA_PACKAGE, GRAPHFRAMES_PACKAGE)
 JARS_REPOSITORIES_ENV = "CDP_SPARK_JARS_REPOSITORIES"
 
+# The driver JVM's log: Spark's console log with passwords, e-mails and phone numbers masked (a failed task's
+# exception can quote a row's value). The file says how to use it on a cluster.
+LOG4J2_CONF = Path(__file__).resolve().with_name("log4j2.properties")
+
 _DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 _DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
@@ -87,7 +91,7 @@ def embedded_conf(spark_cfg: SparkConfig, packages: tuple[str, ...] = ()) -> dic
         "spark.sql.extensions": _DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": _DELTA_CATALOG,
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_CONF.as_uri()}",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.ui.showConsoleProgress": "false",
         # Checkpointed data (graph iterations, MERGE sources) is deleted once nothing refers to it.

@@ -13,7 +13,7 @@ from pyspark.sql.functions import pandas_udf
 
 from cdp_spark import worker_daemon
 from cdp_spark.config import SparkConfig
-from cdp_spark.session import DELTA_PACKAGE, GRAPHFRAMES_PACKAGE, embedded_conf
+from cdp_spark.session import DELTA_PACKAGE, GRAPHFRAMES_PACKAGE, LOG4J2_CONF, embedded_conf
 
 
 def test_delta_write_read_merge(spark, tmp_path):
@@ -54,6 +54,33 @@ def test_embedded_conf_names_packages_and_extra_repositories(monkeypatch):
     # Delta's snapshot rebuilds and VACUUM's folder listing in as many tasks as a shuffle, not 50 and 10,000.
     assert conf["spark.databricks.delta.snapshotPartitions"] == "8"
     assert conf["spark.sql.sources.parallelPartitionDiscovery.parallelism"] == "8"
+
+
+def test_the_driver_jvm_logs_through_the_masking_configuration_and_it_masks_messages_and_stack_traces(spark):
+    """The test session is the embedded runtime: its JVM runs with the shipped log4j2 file, whose console layout
+    masks what cdp_spark.redact masks in a message and in the exception a failed task logs."""
+    jvm = spark._jvm
+    configuration = jvm.org.apache.logging.log4j.LogManager.getContext(False).getConfiguration()
+    assert configuration.getConfigurationSource().getLocation() == str(LOG4J2_CONF)
+    thrown = jvm.java.lang.RuntimeException(
+        "[CAST_INVALID_INPUT] The value 'jane.doe@example.com' of the type STRING; jdbc:postgresql://u:s3cr3t@db/x?"
+        "password=hunter2; call +1 415 555 2671"
+    )
+    event = (
+        jvm.org.apache.logging.log4j.core.impl.Log4jLogEvent.newBuilder()
+        .setLoggerName("org.apache.spark.scheduler.TaskSetManager")
+        .setLevel(jvm.org.apache.logging.log4j.Level.WARN)
+        .setMessage(jvm.org.apache.logging.log4j.message.SimpleMessage("Lost task 0.0 for JANE.DOE@example.com"))
+        .setThrown(thrown)
+        .build()
+    )
+    logged = configuration.getAppender("console").getLayout().toSerializable(event)
+    assert "WARN TaskSetManager: Lost task 0.0 for ***@example.com" in logged
+    assert "java.lang.RuntimeException: [CAST_INVALID_INPUT] The value '***@example.com' of the type" in logged
+    assert "jdbc:postgresql://u:***@db/x?password=***; call +***" in logged
+    assert "\tat " in logged  # the stack trace is still there
+    for raw in ("jane.doe", "JANE.DOE", "s3cr3t", "hunter2", "555 2671"):
+        assert raw not in logged
 
 
 def test_embedded_conf_uses_a_local_jar_folder_instead_of_maven(tmp_path):
